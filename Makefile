@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh machine:
+#   make book   the website, into _build/html
+#   make test   unit tests, the chapters under nbval (quick mode) and the website in a browser
+# Other targets: make notebooks (re-run every chapter in full, saving its outputs), make bench, make lint.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export CNN_BOOK_PROGRESS ?= 0
+
+.PHONY: book test data notebooks bench lint clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+data: $(STAMP)
+	$(PY) -m cnn_book.data
+
+book: data
+	rm -rf _build/html
+	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
+	@echo "The website is in _build/html/index.html"
+
+test: data
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q tests
+	CNN_BOOK_QUICK=1 $(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider chapters book
+
+notebooks: data
+	$(PY) tools/execute_notebooks.py chapters/*.ipynb book/*.ipynb
+
+bench: data
+	$(PY) benchmarks/bench.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf _build .pytest_cache

@@ -1,0 +1,14 @@
+"""cnn_book: the code behind "CNN Architectures, Layer by Layer".
+
+- ``cnn_book.models``: ``get_model(name, num_classes=..., in_channels=...)``, ``list_models()``
+- ``cnn_book.data``: ``load_fashion_mnist()``, ``load_cifar10()``, data held as tensors on the device
+- ``cnn_book.train``: ``fit``, ``evaluate``, ``predict`` (``CNN_BOOK_QUICK=1`` for quick mode)
+- ``cnn_book.inspect``: ``summary(model)``, the layer-by-layer table
+- ``cnn_book.plot``: feature maps, filters, curves, confusion matrices, sample grids
+- ``cnn_book.exercises``: checkers for the chapters' exercises
+"""
+
+from .models import get_model, list_models
+
+__version__ = "0.1.0"
+__all__ = ["get_model", "list_models", "__version__"]

@@ -1,0 +1,347 @@
+"""Data sets as tensors on the training device: Fashion-MNIST (offline-first) and CIFAR-10.
+
+Why tensors and not a ``DataLoader`` of PIL images: Fashion-MNIST is 47 MB of uint8. Held on the
+device, a batch is one index operation; the per-sample PIL -> ``ToTensor`` path of a plain
+``DataLoader`` costs more than LeNet's forward and backward pass together (``benchmarks/``).
+
+Fashion-MNIST is looked up in this order:
+
+1. ``$CNN_BOOK_DATA`` (a folder holding the four files, gzipped or not, directly or in
+   ``fashion-mnist/`` or ``FashionMNIST/raw/``),
+2. the per-user cache (``$CNN_BOOK_CACHE``, else ``$XDG_CACHE_HOME/cnn_book``, else ``~/.cache/cnn_book``),
+3. Debian's package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``),
+4. a download by torchvision when online.
+
+Every file is checked against the SHA-256 of its *decompressed* content, so the same check holds
+for Debian's re-compressed files, the upstream ``.gz`` and torchvision's extracted ``raw/`` files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+# SHA-256 of each decompressed IDX file (the same bytes in every distribution of the data set).
+FASHION_MNIST_FILES = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+
+
+class DataError(RuntimeError):
+    """A data file is missing, truncated or corrupt; the message says which and what to do."""
+
+
+def cache_dir() -> Path:
+    """The per-user cache: ``$CNN_BOOK_CACHE``, else ``$XDG_CACHE_HOME/cnn_book``, else ``~/.cache/cnn_book``."""
+    if os.environ.get("CNN_BOOK_CACHE"):
+        return Path(os.environ["CNN_BOOK_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cnn_book"
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding, checking and caching the Fashion-MNIST files
+# ---------------------------------------------------------------------------------------------
+
+
+def _candidate_dirs(folder: Path) -> list[Path]:
+    return [folder, folder / "fashion-mnist", folder / "FashionMNIST" / "raw"]
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    for d in _candidate_dirs(folder):
+        for p in (d / name, d / f"{name}.gz"):
+            if p.is_file():
+                return p
+    return None
+
+
+def _copy_verified(src: Path, dst: Path, sha256: str) -> None:
+    """Decompress (if gzipped) ``src`` to ``dst`` through a temporary file, checking its SHA-256.
+
+    ``dst`` appears only once its content is verified: a failure leaves no half-written cache.
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
+    h = hashlib.sha256()
+    try:
+        opener = gzip.open if src.suffix == ".gz" else open
+        try:
+            with opener(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+                while chunk := fin.read(1 << 20):
+                    h.update(chunk)
+                    fout.write(chunk)
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise DataError(
+                f"The Fashion-MNIST file {src} is truncated or corrupt ({type(e).__name__}: {e}). "
+                "Delete it and get it again (see cnn_book.data's docstring for the places it can come from)."
+            ) from None
+        if h.hexdigest() != sha256:
+            raise DataError(
+                f"The Fashion-MNIST file {src} is corrupt: the SHA-256 of its content is "
+                f"{h.hexdigest()[:16]}..., expected {sha256[:16]}.... Delete it and get it again."
+            )
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _is_valid(path: Path, sha256: str) -> bool:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest() == sha256
+
+
+def _no_data_message(looked: list[str], reason: str) -> str:
+    places = "\n".join(f"  - {p}" for p in looked)
+    return (
+        "Fashion-MNIST was not found, and it could not be downloaded "
+        f"({reason}).\nLooked in:\n{places}\nAny one of these gets it:\n"
+        "  1. Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist\n"
+        "  2. Put the four files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,\n"
+        "     t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in a folder and set CNN_BOOK_DATA to it\n"
+        f"  3. Go online once: torchvision downloads them into {cache_dir()}"
+    )
+
+
+def fashion_mnist_root(download: bool = True) -> Path:
+    """Make sure the verified Fashion-MNIST files are in the cache; return torchvision's root for them.
+
+    The returned folder holds ``FashionMNIST/raw/<the four IDX files>``, the layout that
+    ``torchvision.datasets.FashionMNIST(root, download=False)`` reads.
+    """
+    root = cache_dir()
+    raw = root / "FashionMNIST" / "raw"
+    looked: list[str] = []
+    sources: list[Path] = []
+    if os.environ.get("CNN_BOOK_DATA"):
+        sources.append(Path(os.environ["CNN_BOOK_DATA"]).expanduser())
+    sources += [raw, DEBIAN_DIR]
+
+    for name, sha in FASHION_MNIST_FILES.items():
+        target = raw / name
+        for folder in sources:
+            if folder == raw:
+                if target.is_file():
+                    if _is_valid(target, sha):
+                        break
+                    target.unlink()  # a damaged cache entry is ours to drop; look further
+                continue
+            src = _find(folder, name)
+            if src is not None:
+                _copy_verified(src, target, sha)  # raises DataError naming src if it is damaged
+                break
+        else:
+            looked = [str(s) for s in sources]
+            break
+    else:
+        return root
+
+    if not download:
+        raise DataError(_no_data_message(looked, "download=False"))
+    return _download_fashion_mnist(root, looked)
+
+
+def _download_fashion_mnist(root: Path, looked: list[str]) -> Path:
+    from torchvision.datasets import FashionMNIST
+
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=".download-"))
+    try:
+        try:
+            FashionMNIST(staging, train=True, download=True)  # checks torchvision's md5 of each .gz
+        except (RuntimeError, OSError) as e:
+            first = str(e).strip().splitlines()
+            raise DataError(_no_data_message(looked, first[-1] if first else type(e).__name__)) from None
+        got = staging / "FashionMNIST" / "raw"
+        for name, sha in FASHION_MNIST_FILES.items():
+            _copy_verified(got / name, root / "FashionMNIST" / "raw" / name, sha)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors on the device
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageData:
+    """A labelled image data set held as uint8 tensors, with the input view a model needs.
+
+    ``train_x``/``test_x`` are ``(N, C, H, W)`` uint8; ``mean``/``std`` (per channel, in [0, 1])
+    are measured on the training set. ``size`` (resize) and ``pad`` (zero border) describe what
+    the model is fed; ``with_input`` returns a view with other values, sharing the tensors.
+    """
+
+    name: str
+    classes: list[str]
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    mean: tuple[float, ...] = field(default=())
+    std: tuple[float, ...] = field(default=())
+    size: int | None = None
+    pad: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.mean:
+            self.mean, self.std = channel_stats(self.train_x)
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of what the model receives after padding and resizing."""
+        c, h, w = self.train_x.shape[1:]
+        if self.size is not None:
+            return (c, self.size, self.size)
+        return (c, h + 2 * self.pad, w + 2 * self.pad)
+
+    def to(self, device: torch.device | str) -> ImageData:
+        return replace(
+            self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
+            test_x=self.test_x.to(device), test_y=self.test_y.to(device),
+        )
+
+    def with_input(self, size: int | None = None, pad: int = 0) -> ImageData:
+        """The same images, fed at ``size``x``size`` (bilinear resize on the device) after a ``pad`` border."""
+        return replace(self, size=size, pad=pad)
+
+    def split(self, split: str) -> tuple[Tensor, Tensor]:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        return (self.train_x, self.train_y) if split == "train" else (self.test_x, self.test_y)
+
+    def prepare(self, x: Tensor, augment: bool = False, generator: torch.Generator | None = None) -> Tensor:
+        """uint8 (N, C, H, W) -> normalised float (N, C, H', W'): pad, resize, augment, normalise."""
+        x = x.float().div_(255)
+        if self.pad:
+            x = F.pad(x, (self.pad,) * 4)
+        if self.size is not None and x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        if augment:
+            x = random_flip_and_shift(x, shift=max(1, x.shape[-1] // 14), generator=generator)
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, augment: bool = False,
+                limit: int | None = None, generator: torch.Generator | None = None):
+        """Yield ``(images, labels)`` batches on the data's device, images already prepared."""
+        x, y = self.split(split)
+        n = len(x) if limit is None else min(limit, len(x))
+        if shuffle:
+            order = torch.randperm(len(x), generator=generator)[:n].to(x.device)
+        else:
+            order = torch.arange(n, device=x.device)
+        for i in range(0, n, batch_size):
+            idx = order[i : i + batch_size]
+            yield self.prepare(x[idx], augment=augment, generator=generator), y[idx]
+
+    def images(self, split: str = "test", index: int | list[int] = 0) -> Tensor:
+        """Prepared images ready for the model: ``(1, C, H, W)`` for an int, ``(k, C, H, W)`` for a list."""
+        x, _ = self.split(split)
+        idx = [index] if isinstance(index, int) else list(index)
+        return self.prepare(x[idx])
+
+
+def channel_stats(x: Tensor, chunk: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images, in [0, 1], summed chunk by chunk."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for i in range(0, len(x), chunk):
+        xs = x[i : i + chunk].double().cpu() / 255
+        total += xs.sum(dim=(0, 2, 3))
+        squares += xs.pow(2).sum(dim=(0, 2, 3))
+    n = x.numel() / x.shape[1]
+    mean = total / n
+    std = (squares / n - mean**2).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def random_flip_and_shift(x: Tensor, shift: int, generator: torch.Generator | None = None) -> Tensor:
+    """Per-image random horizontal flip and translation by up to ``shift`` pixels, batched on the device."""
+    n, c, h, w = x.shape
+    dev = x.device
+    flip = torch.rand(n, generator=generator).to(dev) < 0.5
+    x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
+    xp = F.pad(x, (shift,) * 4)
+    dy = torch.randint(0, 2 * shift + 1, (n,), generator=generator).to(dev)
+    dx = torch.randint(0, 2 * shift + 1, (n,), generator=generator).to(dev)
+    rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # (N, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # (N, 1, 1, W)
+    batch = torch.arange(n, device=dev).view(n, 1, 1, 1)
+    chan = torch.arange(c, device=dev).view(1, c, 1, 1)
+    return xp[batch, chan, rows, cols]
+
+
+def load_fashion_mnist(device: torch.device | str | None = None, download: bool = True) -> ImageData:
+    """Fashion-MNIST (Xiao et al., 2017) as uint8 tensors on ``device`` (default: cpu).
+
+    60,000 training and 10,000 test images, 1x28x28, ten classes of clothing.
+    """
+    from torchvision.datasets import FashionMNIST
+
+    root = fashion_mnist_root(download=download)
+    train = FashionMNIST(root, train=True, download=False)
+    test = FashionMNIST(root, train=False, download=False)
+    data = ImageData(
+        name="Fashion-MNIST", classes=list(FashionMNIST.classes),
+        train_x=train.data.unsqueeze(1), train_y=train.targets.long(),
+        test_x=test.data.unsqueeze(1), test_y=test.targets.long(),
+    )
+    return data.to(device) if device is not None else data
+
+
+def load_cifar10(root: str | os.PathLike | None = None, device: torch.device | str | None = None,
+                 download: bool = True) -> ImageData:
+    """CIFAR-10 (Krizhevsky, 2009) through ``torchvision.datasets.CIFAR10``: 50,000/10,000 images, 3x32x32.
+
+    Needs the internet the first time (torchvision downloads and checks the archive); the files are
+    kept in ``root`` (default: the cache).
+    """
+    from torchvision.datasets import CIFAR10
+
+    root = Path(root) if root is not None else cache_dir()
+    try:
+        train = CIFAR10(root, train=True, download=download)
+        test = CIFAR10(root, train=False, download=download)
+    except (RuntimeError, OSError) as e:
+        raise DataError(
+            f"CIFAR-10 is not in {root / CIFAR10.base_folder} and could not be downloaded ({e}). "
+            "It needs the internet once; after that it is read from that folder."
+        ) from None
+
+    def as_tensors(ds) -> tuple[Tensor, Tensor]:
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+
+    (trx, try_), (tex, tey) = as_tensors(train), as_tensors(test)
+    data = ImageData("CIFAR-10", list(train.classes), trx, try_, tex, tey)
+    return data.to(device) if device is not None else data
+
+
+if __name__ == "__main__":  # `python -m cnn_book.data`: fetch and verify once (used by `make data`)
+    d = load_fashion_mnist()
+    print(f"Fashion-MNIST ready in {fashion_mnist_root()}: {len(d.train_x):,} train / {len(d.test_x):,} test images")

@@ -1,0 +1,205 @@
+"""Look inside a model: a layer-by-layer table with nested blocks, output shapes, parameters,
+FLOPs and receptive fields.
+
+The rows, shapes and parameter counts come from ``torchinfo`` (nested blocks in the order they
+run); FLOPs from ``torch.utils.flop_counter`` (one multiply-add = 2 FLOPs; convolutions and
+matrix products, the work that dominates); receptive fields from a pass that follows the
+tensor from layer to layer and stops where the network branches or flattens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torchinfo
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+_SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+_POINTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.Hardswish, nn.ReLU6, nn.LeakyReLU,
+              nn.BatchNorm2d, nn.Dropout, nn.Dropout2d, nn.Identity, nn.LocalResponseNorm)
+
+
+@dataclass
+class LayerRow:
+    name: str  # dotted path, as in model.named_modules() and the state_dict
+    type: str
+    depth: int
+    output_shape: tuple[int, ...]
+    params: int  # this module's parameters, its children's included
+    flops: int  # forward FLOPs for one input, children included
+    receptive_field: int | None  # in input pixels; None where it is not defined
+    is_leaf: bool
+
+
+@dataclass
+class ModelSummary:
+    """The table ``summary`` returns; ``print`` it, or read ``rows`` and the totals."""
+
+    model: str
+    input_shape: tuple[int, ...]
+    rows: list[LayerRow]
+    total_params: int
+    trainable_params: int
+    total_flops: int
+
+    @property
+    def total_macs(self) -> int:
+        return self.total_flops // 2
+
+    def row(self, name: str) -> LayerRow:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(f"no layer named {name!r}; names: {', '.join(r.name for r in self.rows)}")
+
+    def __str__(self) -> str:
+        head = ("Layer (type)", "Output shape", "Params", "FLOPs", "RF")
+        body = [
+            (
+                "  " * r.depth + f"{r.name.rsplit('.', 1)[-1]} ({r.type})",
+                str(list(r.output_shape)),
+                f"{r.params:,}" if r.params or r.is_leaf else "",
+                _si(r.flops) if r.flops else "",
+                "" if r.receptive_field is None else str(r.receptive_field),
+            )
+            for r in self.rows
+        ]
+        widths = [max(len(t[i]) for t in [head, *body]) for i in range(len(head))]
+        line = lambda t: "  ".join(  # noqa: E731
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(t, widths, strict=True)))
+        rule = "-" * len(line(head))
+        shape = "x".join(str(d) for d in self.input_shape)
+        return "\n".join([
+            f"{self.model} on a {shape} input", rule, line(head), rule, *map(line, body), rule,
+            f"Total parameters:     {self.total_params:,}",
+            f"Trainable parameters: {self.trainable_params:,}",
+            f"Forward FLOPs:        {self.total_flops:,} ({_si(self.total_flops)}; "
+            f"{_si(self.total_macs)} multiply-adds)",
+        ])
+
+    __repr__ = __str__
+
+
+def _si(n: int) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """The number of (trainable) parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _default_shape(model: nn.Module, input_shape) -> tuple[int, ...]:
+    shape = input_shape or getattr(model, "input_shape", None)
+    if shape is None:
+        raise ValueError(f"give input_shape=(C, H, W): {type(model).__name__} does not say what it expects")
+    return tuple(shape)
+
+
+def flops_by_module(model: nn.Module, x: Tensor) -> dict[str, int]:
+    """Forward FLOPs of every module (dotted name; '' is the whole model), children included."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    out = {}
+    for key, ops in counter.get_flop_counts().items():
+        if key == "Global":
+            continue
+        name = key.split(".", 1)[1] if "." in key else ""  # "LeNet5.features.0" -> "features.0"
+        out[name] = int(sum(ops.values()))
+    return out
+
+
+def receptive_fields(model: nn.Module, x: Tensor) -> dict[str, int]:
+    """Receptive field (pixels of the input one output pixel sees) after each layer of a chain.
+
+    r_out = r_in + (k - 1) * d * j_in and j_out = j_in * s, where j is the stride of the grid in
+    input pixels. Defined while each layer reads the previous layer's output; a layer fed by
+    anything else (a branch, an addition, a flatten) gets no entry, nor does anything after it.
+    """
+    fields: dict[int, tuple[Tensor, int, int]] = {id(x): (x, 1, 1)}  # id -> (tensor kept alive, r, j)
+    result: dict[str, int] = {}
+    hooks = []
+
+    def spec(m: nn.Module) -> tuple[int, int, int] | None:
+        if hasattr(m, "receptive_field"):  # blocks of the book that declare (kernel, stride)
+            k, s = m.receptive_field
+            return k, s, 1
+        if isinstance(m, _SPATIAL):
+            pair = lambda v: v if isinstance(v, int) else v[0]  # noqa: E731
+            stride = m.stride if m.stride is not None else m.kernel_size
+            return pair(m.kernel_size), pair(stride), pair(getattr(m, "dilation", 1))
+        if isinstance(m, _POINTWISE):
+            return 1, 1, 1
+        return None
+
+    def hook(name):
+        def fn(m, inputs, output):
+            src = fields.get(id(inputs[0])) if inputs and isinstance(inputs[0], Tensor) else None
+            sp = spec(m)
+            if src is None or sp is None or not isinstance(output, Tensor):
+                return
+            _, r, j = src
+            k, s, d = sp
+            r, j = r + (k - 1) * d * j, j * s
+            fields[id(output)] = (output, r, j)
+            result[name] = r
+        return fn
+
+    chosen = [(n, m) for n, m in model.named_modules() if n and (hasattr(m, "receptive_field")
+              or not any(True for _ in m.children()))]
+    skip = tuple(n + "." for n, m in chosen if hasattr(m, "receptive_field"))
+    for n, m in chosen:
+        if not n.startswith(skip):
+            hooks.append(m.register_forward_hook(hook(n)))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return result
+
+
+def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, depth: int = 4) -> ModelSummary:
+    """The layer-by-layer table of ``model`` for one input of ``input_shape`` (C, H, W).
+
+    ``input_shape`` defaults to the model's ``input_shape``; ``depth`` limits how deep nested
+    blocks are listed (parameters and FLOPs of deeper layers are counted in their parents).
+    """
+    shape = _default_shape(model, input_shape)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.zeros(1, *shape, device=device)
+    try:
+        stats = torchinfo.summary(model, input_size=(1, *shape), depth=depth, verbose=0, device=device)
+        flops = flops_by_module(model, x)
+        rfs = receptive_fields(model, x)
+    finally:
+        model.train(was_training)
+    names = {id(m): n for n, m in model.named_modules()}
+    rows = []
+    for info in stats.summary_list:
+        name = names.get(id(info.module), info.var_name)
+        if not name or info.depth > depth or not info.output_size:
+            continue  # the model itself, too deep, or a container that is never called (ModuleList)
+        rows.append(LayerRow(
+            name=name, type=type(info.module).__name__, depth=info.depth - 1,
+            output_shape=tuple(info.output_size[1:]), params=info.num_params,
+            flops=flops.get(name, 0), receptive_field=rfs.get(name), is_leaf=info.is_leaf_layer,
+        ))
+    return ModelSummary(
+        model=type(model).__name__, input_shape=shape, rows=rows,
+        total_params=count_parameters(model), trainable_params=count_parameters(model, trainable_only=True),
+        total_flops=flops.get("", 0),
+    )
+
+
+def layer_shapes(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[tuple[str, tuple]]:
+    """(name, output shape without the batch) of every leaf layer in the order they run."""
+    return [(r.name, r.output_shape) for r in summary(model, input_shape, depth=99).rows if r.is_leaf]

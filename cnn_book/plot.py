@@ -1,0 +1,169 @@
+"""Figures for the chapters: sample grids, feature maps, filters, training curves, confusion matrices.
+
+Every function returns the matplotlib ``Figure`` (end the notebook line with ``;`` so it shows once).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from .data import ImageData
+from .train import History, predict
+
+
+def _grid(n: int, ncols: int) -> tuple[int, int]:
+    ncols = min(n, ncols)
+    return math.ceil(n / ncols), ncols
+
+
+def _show(ax, img: Tensor, cmap: str = "gray") -> None:
+    img = img.detach().float().cpu()
+    if img.shape[0] == 3:
+        img = (img - img.min()) / (img.max() - img.min() + 1e-8)
+        ax.imshow(img.permute(1, 2, 0).numpy())
+    else:
+        ax.imshow(img[0].numpy(), cmap=cmap)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def sample_grid(data: ImageData, n: int = 24, split: str = "train", ncols: int = 8, seed: int = 0) -> Figure:
+    """A grid of ``n`` random images from ``split`` with their class names."""
+    x, y = data.split(split)
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    rows, cols = _grid(n, ncols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.5 * rows), squeeze=False)
+    for ax, i in zip(axes.flat, idx.tolist(), strict=False):
+        _show(ax, x[i].float() / 255)
+        ax.set_title(data.classes[int(y[i])], fontsize=8)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    fig.suptitle(f"{n} {split} images from {data.name} ({'x'.join(map(str, x.shape[1:]))} pixels)")
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def feature_maps(model: nn.Module, image: Tensor, layers: Sequence[str], max_maps: int = 16,
+                 ncols: int = 8) -> Figure:
+    """The activations of ``layers`` (dotted names) for one ``image`` of shape (1, C, H, W).
+
+    One block of rows per layer: its first ``max_maps`` channels, each with its own colour scale.
+    """
+    modules = dict(model.named_modules())
+    missing = [name for name in layers if name not in modules]
+    if missing:
+        raise ValueError(f"no layer named {missing}; choose from {[n for n in modules if n]}")
+    captured: dict[str, Tensor] = {}
+    hooks = [modules[name].register_forward_hook(
+        lambda m, i, o, name=name: captured.__setitem__(name, o.detach().float().cpu())) for name in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        model(image.to(next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    blocks = [(name, captured[name][0][:max_maps]) for name in layers]
+    rows_per = [_grid(len(maps), ncols)[0] for _, maps in blocks]
+    cols = min(ncols, max(len(maps) for _, maps in blocks))
+    fig, axes = plt.subplots(sum(rows_per), cols, figsize=(1.25 * cols, 1.45 * sum(rows_per)), squeeze=False)
+    r = 0
+    for (name, maps), nrows in zip(blocks, rows_per, strict=True):
+        full = captured[name][0]
+        for k in range(nrows * cols):
+            ax = axes[r + k // cols, k % cols]
+            if k < len(maps):
+                ax.imshow(maps[k].numpy(), cmap="viridis")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(f"{name} #{k}", fontsize=7)
+            else:
+                ax.axis("off")
+        r += nrows
+        axes[r - nrows, 0].set_ylabel(f"{tuple(full.shape[1:])}", fontsize=7)
+    shapes = ", ".join(f"{n}: {captured[n].shape[1]} maps of {tuple(captured[n].shape[2:])}" for n in layers)
+    fig.suptitle(f"Feature maps of {type(model).__name__} ({shapes})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def filters(layer: nn.Conv2d | Tensor, ncols: int = 8, title: str | None = None) -> Figure:
+    """The kernels of a convolution layer (or a weight tensor (out, in, k, k)), first input channel
+    (or RGB when there are three), on one diverging colour scale centred on zero."""
+    w = (layer.weight if isinstance(layer, nn.Module) else layer).detach().float().cpu()
+    rows, cols = _grid(w.shape[0], ncols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols, 1.2 * rows + 0.4), squeeze=False)
+    lim = w.abs().max().item() or 1.0
+    for k, ax in enumerate(axes.flat):
+        if k >= w.shape[0]:
+            ax.axis("off")
+            continue
+        if w.shape[1] == 3:
+            _show(ax, w[k])
+        else:
+            ax.imshow(w[k, 0].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax.set_title(f"#{k}", fontsize=7)
+    k = w.shape[-1]
+    fig.suptitle(title or f"{w.shape[0]} filters of {k}x{k} (red > 0 > blue)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(*histories: History, labels: Sequence[str] | None = None) -> Figure:
+    """Loss (per step and per epoch) and accuracy (train and test, per epoch) of one or more runs."""
+    labels = list(labels) if labels else [h.model for h in histories]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for h, label in zip(histories, labels, strict=True):
+        steps_per_epoch = (h.steps[-1] / h.epochs[-1]) if h.steps and h.epochs else 1
+        if h.steps:
+            ax1.plot([s / steps_per_epoch for s in h.steps], h.step_loss, alpha=0.35, lw=1)
+        line, = ax1.plot(h.epochs, h.train_loss, "o-", label=f"{label} train")
+        ax1.plot(h.epochs, h.test_loss, "s--", color=line.get_color(), label=f"{label} test")
+        ax2.plot(h.epochs, [100 * a for a in h.train_acc], "o-", color=line.get_color(), label=f"{label} train")
+        ax2.plot(h.epochs, [100 * a for a in h.test_acc], "s--", color=line.get_color(), label=f"{label} test")
+    ax1.set(title="Cross-entropy loss (thin: every step)", xlabel="epoch", ylabel="loss")
+    ax2.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    quick = " (quick mode)" if any(h.quick for h in histories) else ""
+    fig.suptitle(f"Training on {histories[0].device}{quick}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(model: nn.Module, data: ImageData, split: str = "test") -> Figure:
+    """Counts of (true class, predicted class) on ``split``, with per-class accuracy in the labels."""
+    preds, targets = predict(model, data, split)
+    k = len(data.classes)
+    cm = torch.zeros(k, k, dtype=torch.long)
+    cm.index_put_((targets, preds), torch.ones_like(targets), accumulate=True)
+    fig, ax = plt.subplots(figsize=(6.4, 5.4))
+    im = ax.imshow(cm.numpy(), cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            v = int(cm[i, j])
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                        color="white" if v > cm.max() / 2 else "black")
+    per_class = cm.diag().float() / cm.sum(1).clamp(min=1)
+    ax.set_xticks(range(k), data.classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), [f"{c} ({100 * a:.0f}%)" for c, a in zip(data.classes, per_class.tolist(),
+                                                                       strict=True)], fontsize=8)
+    ax.set(xlabel="predicted class", ylabel="true class (per-class accuracy)")
+    acc = cm.diag().sum().item() / cm.sum().item()
+    ax.set_title(f"Confusion matrix, {data.name} {split} set: {acc:.1%} of {cm.sum().item():,} correct",
+                 fontsize=9)
+    fig.colorbar(im, ax=ax, label="images")
+    fig.tight_layout()
+    return fig

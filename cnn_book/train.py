@@ -1,0 +1,231 @@
+"""Brief, honest training: ``fit`` and ``evaluate`` for the book's chapters.
+
+- The device is chosen automatically (cuda, then mps, then cpu); on CUDA, bf16 autocast and
+  channels_last. Data stay on the device (``cnn_book.data.ImageData``): no per-sample work.
+- Every run prints the device, the wall time, the training images per second and the test accuracy.
+- Quick mode: with ``CNN_BOOK_QUICK=1`` in the environment (what ``make test`` runs the chapters
+  with), training is capped to ``QUICK_EPOCHS`` epochs of ``QUICK_TRAIN_IMAGES`` images and tested on
+  ``QUICK_TEST_IMAGES``, and the output says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import ImageData
+
+QUICK_EPOCHS = 2
+QUICK_TRAIN_IMAGES = 2048
+QUICK_TEST_IMAGES = 1000
+
+
+def quick_mode() -> bool:
+    """True when ``CNN_BOOK_QUICK`` is set to anything but '', '0', 'false' or 'no'."""
+    return os.environ.get("CNN_BOOK_QUICK", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def default_device() -> torch.device:
+    """cuda if there is a GPU, else mps (Apple silicon), else cpu."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def describe_device(device: torch.device) -> str:
+    """'cuda (NVIDIA H100 80GB HBM3)', 'cpu (2 threads)', ... for the printed summaries."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+@dataclass
+class History:
+    """What ``fit`` measured: per-epoch curves, per-step training loss, and the run's totals."""
+
+    model: str = ""
+    device: str = ""
+    quick: bool = False
+    epochs: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)  # step index of each entry of step_loss
+    step_loss: list[float] = field(default_factory=list)
+    train_images: int = 0
+    train_seconds: float = 0.0  # time in training steps only
+    wall_seconds: float = 0.0  # the whole fit, evaluation included
+
+    @property
+    def images_per_s(self) -> float:
+        return self.train_images / self.train_seconds if self.train_seconds else 0.0
+
+    @property
+    def final_test_acc(self) -> float:
+        return self.test_acc[-1] if self.test_acc else float("nan")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "images_per_s": self.images_per_s, "final_test_acc": self.final_test_acc}
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to_model_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageData, split: str = "test", batch_size: int = 1000,
+             limit: int | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy in [0, 1]) of ``model`` on ``split``, on the data's device."""
+    device = data.device
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    n = 0
+    for x, y in data.batches(split, batch_size, limit=limit):
+        with _autocast(device):
+            logits = model(_to_model_layout(x, device))
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        n += len(y)
+    model.train(was_training)
+    return loss_sum.item() / n, correct.item() / n
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: ImageData, split: str = "test", batch_size: int = 1000,
+            limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted classes, true classes) on ``split``, as cpu tensors."""
+    device = data.device
+    was_training = model.training
+    model.eval()
+    preds, targets = [], []
+    for x, y in data.batches(split, batch_size, limit=limit):
+        with _autocast(device):
+            preds.append(model(_to_model_layout(x, device)).argmax(1).cpu())
+        targets.append(y.cpu())
+    model.train(was_training)
+    return torch.cat(preds), torch.cat(targets)
+
+
+def _optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {name!r}")
+
+
+def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int = 128,
+        optimizer: str = "adamw", lr: float = 2e-3, weight_decay: float = 5e-4,
+        label_smoothing: float = 0.0, augment: bool = False, device: torch.device | str | None = None,
+        seed: int = 0, progress: bool | None = None, log_every: int = 20) -> History:
+    """Train ``model`` on ``data`` with a one-cycle learning-rate schedule; return the ``History``.
+
+    ``data`` is moved to ``device`` (default: ``default_device()``) if it is not there yet. Prints
+    one line per epoch and a summary with the device, wall time, images/s and test accuracy.
+    ``progress``: a tqdm progress bar (default on, off when ``CNN_BOOK_PROGRESS=0``).
+    """
+    device = torch.device(device) if device is not None else default_device()
+    if data.device != device:
+        data = data.to(device)
+    quick = quick_mode()
+    train_limit = QUICK_TRAIN_IMAGES if quick else None
+    test_limit = QUICK_TEST_IMAGES if quick else None
+    if quick:
+        epochs = min(epochs, QUICK_EPOCHS)
+    n_train = min(train_limit or len(data.train_x), len(data.train_x))
+    n_test = min(test_limit or len(data.test_x), len(data.test_x))
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    if progress is None:
+        progress = os.environ.get("CNN_BOOK_PROGRESS", "1") != "0"
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    opt = _optimizer(optimizer, model.parameters(), lr, weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+
+    name = type(model).__name__
+    hist = History(model=name, device=describe_device(device), quick=quick)
+    if quick:
+        print(f"QUICK MODE (CNN_BOOK_QUICK=1): {epochs} epoch(s) on {n_train:,} training images, "
+              f"tested on {n_test:,}. A smoke test, not the chapter's result.")
+    c, h, w = data.input_shape
+    print(f"Training {name} on {data.name} ({n_train:,} train / {n_test:,} test images, {c}x{h}x{w}) "
+          f"for {epochs} epochs on {hist.device}: batch {batch_size}, {optimizer} lr {lr:g} one-cycle"
+          f"{', augmented' if augment else ''}")
+
+    start = time.perf_counter()
+    step = 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        window = torch.zeros((), device=device)
+        seen = 0
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress)
+        for x, y in data.batches("train", batch_size, shuffle=True, augment=augment, limit=train_limit,
+                                 generator=gen):
+            with _autocast(device):
+                logits = model(_to_model_layout(x, device))
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            seen += len(y)
+            batch_loss = loss.detach()
+            loss_sum += batch_loss * len(y)
+            window += batch_loss
+            correct += (logits.argmax(1) == y).sum()
+            if step % log_every == 0:  # one host-device sync every log_every steps, not every step
+                hist.steps.append(step)
+                hist.step_loss.append(window.item() / log_every)
+                window.zero_()
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.1%}")
+            bar.update()
+        bar.close()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_time = time.perf_counter() - t0
+        hist.train_seconds += train_time
+        hist.train_images += seen
+        test_loss, test_acc = evaluate(model, data, "test", limit=test_limit)
+        hist.epochs.append(epoch)
+        hist.train_loss.append(loss_sum.item() / seen)
+        hist.train_acc.append(correct.item() / seen)
+        hist.test_loss.append(test_loss)
+        hist.test_acc.append(test_acc)
+        hist.epoch_seconds.append(time.perf_counter() - t0)
+        print(f"epoch {epoch:2d}/{epochs}  loss {hist.train_loss[-1]:.3f}  train acc {hist.train_acc[-1]:.1%}"
+              f"  test acc {test_acc:.1%}  ({hist.epoch_seconds[-1]:.1f} s)")
+    hist.wall_seconds = time.perf_counter() - start
+    print(f"Done: device {hist.device} | wall time {hist.wall_seconds:.1f} s | "
+          f"{hist.images_per_s:,.0f} train images/s | test accuracy {hist.final_test_acc:.2%}"
+          f"{' (quick mode)' if quick else ''}")
+    return hist

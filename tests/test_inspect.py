@@ -1,0 +1,67 @@
+import torch
+from torch import nn
+
+from cnn_book.exercises import check_output_size, check_param_count, conv_output_size
+from cnn_book.inspect import layer_shapes, receptive_fields, summary
+from cnn_book.models import get_model
+
+
+def test_summary_lists_nested_blocks_with_shapes_params_and_flops():
+    s = summary(get_model("lenet5", variant="1998"))
+    names = [r.name for r in s.rows]
+    # nested blocks are listed, not only the top-level children
+    assert {"features", "features.c3", "features.c3.convs.0", "features.c3.convs.2", "classifier.f6"} <= set(names)
+    assert s.row("features.c3").depth == 1 and s.row("features.c3.convs.1").depth == 3
+    assert s.row("features.c3").output_shape == (16, 10, 10)
+    assert s.row("features.c3.convs.1").output_shape == (9, 10, 10)  # the 9 maps that read 4 inputs
+    assert s.row("features.c3").params == 1516 == sum(s.row(f"features.c3.convs.{i}").params for i in range(3))
+    assert s.total_params == s.trainable_params == 60_000
+    # one multiply-add = 2 FLOPs: C1 has 6 maps x 28x28 positions x 25 weights
+    assert s.row("features.c1").flops == 2 * 6 * 28 * 28 * 25
+    assert s.total_flops == sum(r.flops for r in s.rows if r.depth == 0)
+    text = str(s)
+    assert "c3 (ConnectionTableConv)" in text and "Total parameters:     60,000" in text
+
+
+def test_receptive_fields_of_a_chain_and_none_after_a_branch():
+    s = summary(get_model("lenet5"))
+    rf = {r.name: r.receptive_field for r in s.rows}
+    assert (rf["features.0"], rf["features.2"], rf["features.3"], rf["features.5"]) == (5, 6, 14, 16)
+    assert rf["classifier.0"] is None  # after the flatten the receptive field is not a square patch
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(1, 2, 3)
+            self.b = nn.Conv2d(2, 2, 3, padding=1)
+            self.c = nn.Conv2d(2, 2, 3, stride=2)
+
+        def forward(self, x):
+            x = self.a(x)
+            return self.c(x + self.b(x))  # a residual addition: c reads neither a nor b alone
+
+    rf = receptive_fields(Branchy(), torch.zeros(1, 1, 16, 16))
+    assert rf == {"a": 3, "b": 5}
+
+
+def test_depth_limits_rows_and_layer_shapes_lists_leaves():
+    s = summary(get_model("lenet5", variant="1998"), depth=1)
+    assert all(r.depth <= 1 for r in s.rows) and s.total_params == 60_000
+    shapes = dict(layer_shapes(get_model("lenet5")))
+    assert shapes["features.2"] == (6, 14, 14) and shapes["classifier.4"] == (10,)
+
+
+def test_output_size_formula_matches_real_layers():
+    for n in (7, 28, 32, 224, 227):
+        for k, s, p, d in [(3, 1, 1, 1), (5, 1, 0, 1), (11, 4, 2, 1), (3, 2, 0, 1), (3, 1, 2, 2), (2, 2, 0, 1)]:
+            real = nn.Conv2d(1, 1, k, stride=s, padding=p, dilation=d)(torch.zeros(1, 1, n, n)).shape[-1]
+            assert conv_output_size(n, k, s, p, d) == real
+
+
+def test_exercise_checkers_say_right_and_wrong(capsys):
+    conv = nn.Conv2d(1, 6, 5, padding=2)
+    assert check_output_size(conv, (1, 28, 28), (6, 28, 28))
+    assert not check_output_size(conv, (1, 28, 28), (6, 24, 24))
+    assert check_param_count(conv, 156) and not check_param_count(conv, 150)
+    out = capsys.readouterr().out
+    assert out.count("Correct") == 2 and out.count("Not quite") == 2 and "(6, 28, 28)" in out

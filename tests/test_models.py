@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from cnn_book.inspect import count_parameters
+from cnn_book.models import get_model, list_models
+from cnn_book.models.lenet import LENET5_C3_TABLE, ConnectionTableConv
+
+# Parameter counts for 10 classes on the default input, worked out by hand in the chapters.
+EXPECTED_PARAMS = {
+    ("lenet5", ()): 61_706,  # 156 + 2,416 + 48,120 + 10,164 + 850
+    ("lenet5", (("variant", "1998"),)): 60_000,  # the paper: "60,000 trainable free parameters"
+    ("simple_cnn", ()): 421_642,  # 320 + 18,496 + 401,536 + 1,290
+}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_takes_num_classes_and_in_channels(name):
+    model = get_model(name, num_classes=7, in_channels=3)
+    c, h, w = model.input_shape
+    assert c == 3
+    out = model(torch.randn(2, c, h, w))
+    assert out.shape == (2, 7)
+    assert hasattr(model, "features") and hasattr(model, "classifier")
+    out.sum().backward()  # gradients reach every parameter
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_rejects_a_wrong_input_with_the_expected_shape(name):
+    model = get_model(name)
+    c, h, w = model.input_shape
+    with pytest.raises(ValueError, match=rf"expects input of shape \(N, {c}, {h}, {w}\).*; got \(N, 3, 224, 224\)"):
+        model(torch.randn(1, 3, 224, 224))
+    with pytest.raises(ValueError, match=rf"got \(N, {c}, 8, 8\)"):
+        model(torch.randn(1, c, 8, 8))
+    with pytest.raises(ValueError, match="add one with x.unsqueeze"):
+        model(torch.randn(c, h, w))
+
+
+@pytest.mark.parametrize(("name", "kwargs"), list(EXPECTED_PARAMS))
+def test_parameter_counts(name, kwargs):
+    model = get_model(name, **dict(kwargs))
+    assert count_parameters(model, trainable_only=True) == EXPECTED_PARAMS[(name, kwargs)]
+
+
+def test_lenet5_1998_layers_match_the_paper():
+    m = get_model("lenet5", variant="1998")
+    f, c = m.features, m.classifier
+    per_layer = {n: count_parameters(x) for n, x in [("C1", f.c1), ("S2", f.s2), ("C3", f.c3), ("S4", f.s4),
+                                                     ("C5", f.c5), ("F6", c.f6), ("output", c.output)]}
+    assert per_layer == {"C1": 156, "S2": 12, "C3": 1516, "S4": 32, "C5": 48120, "F6": 10164, "output": 0}
+    assert m.classifier.output.codes.shape == (10, 84)
+    assert set(m.classifier.output.codes.unique().tolist()) == {-1.0, 1.0}
+    # same codes on every build: they are part of the model, not of the run
+    assert torch.equal(get_model("lenet5", variant="1998").classifier.output.codes, m.classifier.output.codes)
+
+
+def test_c3_map_j_sees_only_the_s2_maps_of_table_row_j():
+    c3 = ConnectionTableConv(LENET5_C3_TABLE, 5)
+    x = torch.randn(1, 6, 14, 14, requires_grad=True)
+    out = c3(x)
+    assert out.shape == (1, 16, 10, 10)
+    for j, inputs in enumerate(LENET5_C3_TABLE):
+        (grad,) = torch.autograd.grad(out[0, j].sum(), x, retain_graph=True)
+        seen = {i for i in range(6) if grad[0, i].abs().sum() > 0}
+        assert seen == set(inputs), f"C3 map {j}"
+
+
+def test_modern_lenet_options():
+    m = get_model("lenet5", activation="sigmoid", pool="avg")
+    assert isinstance(m.features[1], torch.nn.Sigmoid) and isinstance(m.features[2], torch.nn.AvgPool2d)
+    assert count_parameters(m) == 61_706
+    assert get_model("lenet5", input_size=32, in_channels=3)(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    with pytest.raises(ValueError, match="variant must be"):
+        get_model("lenet5", variant="1989")
+    with pytest.raises(ValueError, match="activation must be one of"):
+        get_model("lenet5", activation="swish")
+
+
+def test_unknown_model_name_suggests_the_closest():
+    with pytest.raises(ValueError, match="Did you mean 'lenet5'"):
+        get_model("lenet")

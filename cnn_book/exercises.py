@@ -26,7 +26,8 @@ def check_output_size(layer: nn.Module, input_shape: tuple[int, ...], answer: tu
     """Run ``layer`` on a zero input of ``input_shape`` (C, H, W) and compare its output shape with
     ``answer`` (C, H, W). Prints the verdict and returns it."""
     real = tuple(layer(torch.zeros(1, *input_shape)).shape[1:])
-    return _report(tuple(answer) == real, f"the output shape of {layer} on {tuple(input_shape)}", tuple(answer),
+    name = repr(layer) if "\n" not in repr(layer) else type(layer).__name__
+    return _report(tuple(answer) == real, f"the output shape of {name} on {tuple(input_shape)}", tuple(answer),
                    real, "Hint: each side is floor((n + 2p - d(k - 1) - 1) / s) + 1.")
 
 

@@ -1,0 +1,88 @@
+"""Build the website as `make book` does and look at it in a real browser (Debian's chromium)."""
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: .ci/run installs Debian's chromium package")
+        pytest.skip("no chromium here (sudo apt-get install chromium)")
+    out = tmp_path_factory.mktemp("site")
+    jb = Path(sys.executable).with_name("jupyter-book")
+    proc = subprocess.run([str(jb), "build", str(ROOT), "--path-output", str(out), "--warningiserror",
+                           "--keep-going"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    html = out / "_build" / "html"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+def _open(browser, url, shot):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url, wait_until="load")
+    page.wait_for_load_state("networkidle")
+    broken = page.evaluate("[...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / shot), full_page=False)
+    return page, broken
+
+
+def test_index_renders_with_every_chapter_in_the_navigation(site, browser):
+    page, broken = _open(browser, f"{site}/book/intro.html", "index.png")
+    assert broken == []
+    assert "CNN Architectures" in page.title()
+    nav = page.inner_text("nav.bd-docs-nav")
+    for title in ("A simple CNN", "LeNet-5", "Results", "Benchmarks"):
+        assert title in nav, title
+    # the root URL redirects to the intro
+    root = browser.new_page()
+    root.goto(site + "/", wait_until="load")
+    assert root.url.endswith("intro.html")
+
+
+def test_lenet5_page_renders_with_its_figures_exercises_and_launch_button(site, browser):
+    page, broken = _open(browser, f"{site}/chapters/02_lenet5.html", "lenet5.png")
+    assert broken == []
+    assert page.inner_text("h1").startswith("LeNet-5")
+    figures = page.evaluate(
+        "[...document.querySelectorAll('.cell_output img')].filter(i => i.naturalWidth > 100).length")
+    assert figures >= 5
+    assert page.locator(".exercise").count() >= 4 and page.locator(".solution").count() >= 4
+    html = page.content()
+    assert "google.colab" not in html  # the Colab set-up cell is removed from the page
+    assert "colab.research.google.com" in html  # ... and the launch button is there
+    assert "340,908" in page.inner_text("main")  # a computed output, not only prose
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight / 2)")
+    page.screenshot(path=str(SHOTS / "lenet5-middle.png"))

@@ -148,7 +148,7 @@ def confusion_matrix(model: nn.Module, data: ImageData, split: str = "test") -> 
     k = len(data.classes)
     cm = torch.zeros(k, k, dtype=torch.long)
     cm.index_put_((targets, preds), torch.ones_like(targets), accumulate=True)
-    fig, ax = plt.subplots(figsize=(6.4, 5.4))
+    fig, ax = plt.subplots(figsize=(7.2, 5.6))
     im = ax.imshow(cm.numpy(), cmap="Blues")
     for i in range(k):
         for j in range(k):

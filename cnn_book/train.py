@@ -157,6 +157,7 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
     n_train = min(train_limit or len(data.train_x), len(data.train_x))
     n_test = min(test_limit or len(data.test_x), len(data.test_x))
     steps_per_epoch = math.ceil(n_train / batch_size)
+    log_every = max(1, min(log_every, steps_per_epoch))
     if progress is None:
         progress = os.environ.get("CNN_BOOK_PROGRESS", "1") != "0"
 
@@ -186,6 +187,7 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         window = torch.zeros((), device=device)
+        in_window = 0
         seen = 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress)
         for x, y in data.batches("train", batch_size, shuffle=True, augment=augment, limit=train_limit,
@@ -202,11 +204,13 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
             batch_loss = loss.detach()
             loss_sum += batch_loss * len(y)
             window += batch_loss
+            in_window += 1
             correct += (logits.argmax(1) == y).sum()
-            if step % log_every == 0:  # one host-device sync every log_every steps, not every step
+            if in_window == log_every:  # one host-device sync every log_every steps, not every step
                 hist.steps.append(step)
-                hist.step_loss.append(window.item() / log_every)
+                hist.step_loss.append(window.item() / in_window)
                 window.zero_()
+                in_window = 0
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.1%}")
             bar.update()
         bar.close()

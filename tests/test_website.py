@@ -69,7 +69,7 @@ def test_index_renders_with_every_chapter_in_the_navigation(site, browser):
     # the root URL redirects to the intro
     root = browser.new_page()
     root.goto(site + "/", wait_until="load")
-    assert root.url.endswith("intro.html")
+    root.wait_for_url("**/book/intro.html", timeout=10_000)
 
 
 def test_lenet5_page_renders_with_its_figures_exercises_and_launch_button(site, browser):

@@ -26,10 +26,11 @@ book: data
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 	@echo "The website is in _build/html/index.html"
 
+# Tests never download: CNN_BOOK_OFFLINE=1 makes pretrained weights come from torch's cache or be skipped.
 test: data
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q tests
-	CNN_BOOK_QUICK=1 $(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider chapters book
+	CNN_BOOK_OFFLINE=1 $(PY) -m pytest -q tests
+	CNN_BOOK_OFFLINE=1 CNN_BOOK_QUICK=1 $(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider chapters book
 
 notebooks: data
 	$(PY) tools/execute_notebooks.py chapters/*.ipynb book/*.ipynb

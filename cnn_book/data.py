@@ -342,6 +342,14 @@ def load_cifar10(root: str | os.PathLike | None = None, device: torch.device | s
     return data.to(device) if device is not None else data
 
 
+def sample_photo():
+    """A colour photo that needs no download: Grace Hopper, from matplotlib's sample data (PIL image)."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    return Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")
+
+
 if __name__ == "__main__":  # `python -m cnn_book.data`: fetch and verify once (used by `make data`)
     d = load_fashion_mnist()
     print(f"Fashion-MNIST ready in {fashion_mnist_root()}: {len(d.train_x):,} train / {len(d.test_x):,} test images")

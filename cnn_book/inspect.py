@@ -121,7 +121,10 @@ def receptive_fields(model: nn.Module, x: Tensor) -> dict[str, int]:
     input pixels. Defined while each layer reads the previous layer's output; a layer fed by
     anything else (a branch, an addition, a flatten) gets no entry, nor does anything after it.
     """
-    fields: dict[int, tuple[Tensor, int, int]] = {id(x): (x, 1, 1)}  # id -> (tensor kept alive, r, j)
+    # Each tensor on the chain carries its (r, j) as an attribute: in-place layers (ReLU(inplace=True))
+    # return the same object and keep it; a tensor made by anything else (x + y, flatten) has none.
+    x = x.clone()
+    x._cnn_book_rf = (1, 1)
     result: dict[str, int] = {}
     hooks = []
 
@@ -139,15 +142,13 @@ def receptive_fields(model: nn.Module, x: Tensor) -> dict[str, int]:
 
     def hook(name):
         def fn(m, inputs, output):
-            src = fields.get(id(inputs[0])) if inputs and isinstance(inputs[0], Tensor) else None
+            src = getattr(inputs[0], "_cnn_book_rf", None) if inputs and isinstance(inputs[0], Tensor) else None
             sp = spec(m)
             if src is None or sp is None or not isinstance(output, Tensor):
                 return
-            _, r, j = src
-            k, s, d = sp
-            r, j = r + (k - 1) * d * j, j * s
-            fields[id(output)] = (output, r, j)
-            result[name] = r
+            (r, j), (k, s, d) = src, sp
+            output._cnn_book_rf = (r + (k - 1) * d * j, j * s)
+            result[name] = output._cnn_book_rf[0]
         return fn
 
     chosen = [(n, m) for n, m in model.named_modules() if n and (hasattr(m, "receptive_field")
@@ -194,7 +195,7 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, depth:
             flops=flops.get(name, 0), receptive_field=rfs.get(name), is_leaf=info.is_leaf_layer,
         ))
     return ModelSummary(
-        model=type(model).__name__, input_shape=shape, rows=rows,
+        model=getattr(model, "name", None) or type(model).__name__, input_shape=shape, rows=rows,
         total_params=count_parameters(model), trainable_params=count_parameters(model, trainable_only=True),
         total_flops=flops.get("", 0),
     )

@@ -1,0 +1,82 @@
+"""AlexNet (Krizhevsky, Sutskever & Hinton, 2012, "ImageNet classification with deep convolutional
+neural networks", Fig. 2 and Section 3), in two forms:
+
+- ``variant="torchvision"`` (default): torchvision's single-tower network (64-192-384-256-256
+  kernels, no local response normalisation), attribute for attribute, so that its published
+  weights load with ``strict=True``. 61,100,840 parameters for 1000 classes.
+- ``variant="paper"``: the paper's network, 96-256-384-384-256 kernels whose layers 2, 4 and 5
+  only see the half of the previous layer that lay on the same GPU (``groups=2``), local response
+  normalisation after layers 1 and 2. 60,965,224 parameters for 1000 classes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from . import register_model
+from .blocks import check_input
+
+# (out_channels, kernel, stride, padding, groups, lrn_after, pool_after) per convolution, as in the paper.
+# Groups=2 is the two-GPU split: conv2, conv4 and conv5 read only the kernel maps on their own GPU.
+PAPER_CONVS = [
+    (96, 11, 4, 0, 1, True, True),  # no padding: 227x227 -> 55x55 (see the chapter's 224-versus-227 puzzle)
+    (256, 5, 1, 2, 2, True, True),
+    (384, 3, 1, 1, 1, False, False),
+    (384, 3, 1, 1, 2, False, False),
+    (256, 3, 1, 1, 2, False, True),
+]
+TORCHVISION_CONVS = [
+    (64, 11, 4, 2, 1, False, True),
+    (192, 5, 1, 2, 1, False, True),
+    (384, 3, 1, 1, 1, False, False),
+    (256, 3, 1, 1, 1, False, False),
+    (256, 3, 1, 1, 1, False, True),
+]
+
+
+class AlexNet(nn.Module):
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5,
+                 variant: Literal["torchvision", "paper"] = "torchvision", input_size: int | None = None) -> None:
+        super().__init__()
+        if variant not in ("torchvision", "paper"):
+            raise ValueError(f"variant must be 'torchvision' or 'paper', got {variant!r}")
+        self.variant = variant
+        size = input_size or (227 if variant == "paper" else 224)
+        self.input_shape = (in_channels, size, size)
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for c_out, k, s, p, groups, lrn, pool in PAPER_CONVS if variant == "paper" else TORCHVISION_CONVS:
+            layers += [nn.Conv2d(c_in, c_out, kernel_size=k, stride=s, padding=p, groups=groups), nn.ReLU(inplace=True)]
+            if lrn:  # the paper's k=2, n=5, alpha=1e-4, beta=0.75; PyTorch divides alpha by n, so pass n*alpha
+                layers.append(nn.LocalResponseNorm(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0))
+            if pool:  # "overlapping pooling": 3x3 windows every 2 pixels
+                layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
+            c_in = c_out
+        self.features = nn.Sequential(*layers)  # (N, 3, 224, 224) or, for the paper's, 227 -> (N, 256, 6, 6)
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))  # any input of 63 pixels or more ends as 6x6
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=dropout),
+            nn.Linear(c_in * 6 * 6, 4096),  # 9,216 -> 4,096: 37.7 M of the 61 M parameters
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, "AlexNet", self.input_shape[0], min_size=63 if self.variant == "torchvision" else 67)
+        x = self.features(x)
+        x = self.avgpool(x)
+        return self.classifier(torch.flatten(x, 1))
+
+
+@register_model
+def alexnet(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> AlexNet:
+    """AlexNet (Krizhevsky et al., 2012, Fig. 2). torchvision's form by default; ``variant="paper"``
+    for the two-GPU network with LRN. Options: ``dropout``, ``input_size`` (what ``summary`` uses; 224,
+    or 227 for the paper's form)."""
+    return AlexNet(num_classes=num_classes, in_channels=in_channels, **kwargs)

@@ -1,0 +1,122 @@
+"""The decisive test: torchvision's state_dicts load into our models strictly and give the same logits."""
+
+from pathlib import Path
+from urllib.error import URLError
+
+import pytest
+import torch
+import torchvision
+
+from cnn_book.data import sample_photo
+from cnn_book.inspect import count_parameters
+from cnn_book.models import WeightsUnavailable, classify, get_model
+
+# Parameter counts for 1000 classes, as torchvision documents them.
+TORCHVISION_PARAMS = {
+    "alexnet": 61_100_840,
+    "vgg11": 132_863_336, "vgg11_bn": 132_868_840,
+    "vgg13": 133_047_848, "vgg13_bn": 133_053_736,
+    "vgg16": 138_357_544, "vgg16_bn": 138_365_992,
+    "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
+}
+
+
+def _reference(name):
+    """A randomly initialised torchvision model (no download), batch-norm statistics made non-trivial."""
+    torch.manual_seed(0)
+    ref = torchvision.models.get_model(name, weights=None)
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return ref.eval()
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION_PARAMS))
+def test_torchvision_state_dict_loads_strictly_and_gives_the_same_logits(name):
+    ref = _reference(name)
+    ours = get_model(name).eval()
+    assert list(ours.state_dict()) == list(ref.state_dict())  # same keys, same order
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)  # adaptive pooling makes 64x64 enough, and fast on a CPU
+    with torch.no_grad():
+        a, b = ours(x), ref(x)
+    assert a.shape == (2, 1000)
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (a - b).abs().max()
+    assert count_parameters(ours) == count_parameters(ref) == TORCHVISION_PARAMS[name]
+
+
+def test_alexnet_at_224_and_the_paper_form():
+    ref = _reference("alexnet")
+    ours = get_model("alexnet").eval()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), ref(x), rtol=1e-4, atol=1e-5)
+        assert ours.features(x).shape == (1, 256, 6, 6)
+    paper = get_model("alexnet", variant="paper").eval()
+    assert count_parameters(paper) == 60_965_224  # the paper's "60 million parameters"
+    convs = [m for m in paper.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [96, 256, 384, 384, 256]
+    assert [c.groups for c in convs] == [1, 2, 1, 2, 2]  # the two-GPU split
+    lrn = [m for m in paper.features if isinstance(m, torch.nn.LocalResponseNorm)]
+    assert len(lrn) == 2 and lrn[0].alpha == pytest.approx(5e-4) and lrn[0].k == 2.0
+    with torch.no_grad():
+        assert paper.features(torch.randn(1, 3, 227, 227)).shape == (1, 256, 6, 6)
+
+
+def test_cifar_vgg16():
+    m = get_model("vgg16_cifar")
+    assert count_parameters(m) == 15_253_578
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"expects input of shape \(N, 3, 32, 32\); got \(N, 3, 64, 64\)"):
+        m(torch.randn(1, 3, 64, 64))
+
+
+def _put_in_torch_cache(tmp_path, monkeypatch, name):
+    """What a first online call leaves behind: the weights file in torch's hub cache."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    w = torchvision.models.get_model_weights(name)["IMAGENET1K_V1"]
+    ref = _reference(name)
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(ref.state_dict(), folder / Path(w.url).name)
+    return ref
+
+
+def test_published_weights_load_from_torch_cache(tmp_path, monkeypatch):
+    ref = _put_in_torch_cache(tmp_path, monkeypatch, "alexnet")
+    monkeypatch.setenv("CNN_BOOK_OFFLINE", "1")  # the cache is enough
+    ours = get_model("alexnet", weights="IMAGENET1K_V1").eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), ref(x), rtol=1e-4, atol=1e-5)
+    assert len(ours.categories) == 1000 and ours.categories[0] == "tench"
+    assert ours.preprocess(torch.rand(3, 300, 400)).shape == (3, 224, 224)
+    top = classify(ours, sample_photo(), top=3)
+    assert len(top) == 3 and all(name in ours.categories for _, name in top)
+    assert top[0][0] >= top[1][0] >= top[2][0] and sum(p for p, _ in top) <= 1 + 1e-6
+    with pytest.raises(ValueError, match="built with weights"):
+        classify(get_model("alexnet"), sample_photo())
+    with pytest.raises(ValueError, match="for 1000 classes and 3 input channels"):
+        get_model("alexnet", num_classes=10, weights="IMAGENET1K_V1")
+
+
+def test_published_weights_offline_give_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("CNN_BOOK_OFFLINE", raising=False)  # first: a download is tried, and fails
+
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(WeightsUnavailable, match="downloaded once from the internet"):
+        get_model("vgg11", weights="IMAGENET1K_V1")
+    monkeypatch.setenv("CNN_BOOK_OFFLINE", "1")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("offline: no download"))
+    with pytest.raises(WeightsUnavailable, match="CNN_BOOK_OFFLINE is set"):
+        get_model("vgg11", weights="IMAGENET1K_V1")
+    with pytest.raises(ValueError, match="choose from"):
+        get_model("vgg11", weights="IMAGENET22K")
+    with pytest.raises(ValueError, match="no weights for a model named 'lenet5'"):
+        get_model("lenet5", weights="DEFAULT")

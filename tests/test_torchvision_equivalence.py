@@ -65,6 +65,16 @@ def test_alexnet_at_224_and_the_paper_form():
         assert paper.features(torch.randn(1, 3, 227, 227)).shape == (1, 256, 6, 6)
 
 
+def test_table_1_columns_and_their_parameter_counts():
+    from cnn_book.models.vgg import CONFIGS, PAPER_ONLY_CONFIGS, config_params
+
+    for depth, key in {11: "A", 13: "B", 16: "D", 19: "E"}.items():  # the counter agrees with the models
+        assert config_params(CONFIGS[key]) == TORCHVISION_PARAMS[f"vgg{depth}"]
+    # Table 2 of the paper, in millions: A and A-LRN 133, B 133, C 134, D 138, E 144
+    millions = {k: round(config_params(c) / 1e6) for k, c in {**CONFIGS, **PAPER_ONLY_CONFIGS}.items()}
+    assert millions == {"A": 133, "A-LRN": 133, "B": 133, "C": 134, "D": 138, "E": 144}
+
+
 def test_cifar_vgg16():
     m = get_model("vgg16_cifar")
     assert count_parameters(m) == 15_253_578

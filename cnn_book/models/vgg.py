@@ -26,6 +26,27 @@ CONFIGS: dict[str, list[int | str]] = {
 }
 DEPTH_TO_CONFIG = {11: "A", 13: "B", 16: "D", 19: "E"}
 
+# The two columns of Table 1 that torchvision does not build: "LRN" is a local response
+# normalisation layer, (width, 1) a 1x1 convolution.
+PAPER_ONLY_CONFIGS: dict[str, list] = {
+    "A-LRN": [64, "LRN", "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "C": [64, 64, "M", 128, 128, "M", 256, 256, (256, 1), "M", 512, 512, (512, 1), "M",
+          512, 512, (512, 1), "M"],
+}
+
+
+def config_params(config: list, in_channels: int = 3, num_classes: int = 1000) -> int:
+    """Parameters of a Table 1 column with the ImageNet head (7x7x512 -> 4096 -> 4096 -> classes):
+    a kxk convolution has out * (in * k * k + 1); LRN and pooling have none."""
+    total, c = 0, in_channels
+    for v in config:
+        if v in ("M", "LRN"):
+            continue
+        width, k = v if isinstance(v, tuple) else (v, 3)
+        total += width * (c * k * k + 1)
+        c = width
+    return total + (c * 7 * 7 + 1) * 4096 + (4096 + 1) * 4096 + (4096 + 1) * num_classes
+
 
 def vgg_block(in_channels: int, out_channels: int, num_convs: int, batch_norm: bool = False) -> list[nn.Module]:
     """``num_convs`` 3x3 convolutions (padding 1: the grid is kept) with ReLU, then a 2x2 max-pool

@@ -204,3 +204,20 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, depth:
 def layer_shapes(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[tuple[str, tuple]]:
     """(name, output shape without the batch) of every leaf layer in the order they run."""
     return [(r.name, r.output_shape) for r in summary(model, input_shape, depth=99).rows if r.is_leaf]
+
+
+def gradient_norms(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
+    """The L2 norm of the cross-entropy's gradient with respect to each convolution's weight, for one
+    batch ``(x, y)`` in training mode, by layer name in the order the layers are defined. The model's
+    own ``.grad`` fields are left as they were."""
+    convs = [(n, m.weight) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    was_training = model.training
+    model.train()
+    try:
+        out = model(x)
+        logits = out[0] if isinstance(out, tuple) else out
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        grads = torch.autograd.grad(loss, [w for _, w in convs])
+    finally:
+        model.train(was_training)
+    return {n: g.norm().item() for (n, _), g in zip(convs, grads, strict=True)}

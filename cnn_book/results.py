@@ -25,6 +25,9 @@ def record(key: str, chapter: str, history: History, summary: ModelSummary) -> P
         return None
     if not folder.is_dir():
         return None
+    if history.input_shape and tuple(summary.input_shape) != tuple(history.input_shape):
+        raise ValueError(f"the summary is of a {summary.input_shape} input but the model was trained on "
+                         f"{history.input_shape}: pass inspect.summary(model, data.input_shape)")
     row = {
         "key": key, "chapter": chapter, "model": summary.model,
         "input": "x".join(map(str, summary.input_shape)), "params": summary.total_params,

@@ -60,6 +60,7 @@ class History:
     model: str = ""
     device: str = ""
     quick: bool = False
+    input_shape: tuple[int, ...] = ()  # (C, H, W) of what the model was fed
     epochs: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     train_acc: list[float] = field(default_factory=list)
@@ -68,6 +69,7 @@ class History:
     epoch_seconds: list[float] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)  # step index of each entry of step_loss
     step_loss: list[float] = field(default_factory=list)
+    step_error: list[float] = field(default_factory=list)  # training error over the same steps, in [0, 1]
     train_images: int = 0
     train_seconds: float = 0.0  # time in training steps only
     wall_seconds: float = 0.0  # the whole fit, evaluation included
@@ -149,6 +151,16 @@ def _optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {name!r}")
 
 
+def _loss(model: nn.Module, out, y: torch.Tensor, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, cross-entropy). A model with auxiliary classifiers (GoogLeNet in training) returns
+    (logits, aux, ...); each auxiliary loss is added with the model's ``aux_loss_weight`` (the paper's 0.3)."""
+    logits, aux = (out[0], [a for a in out[1:] if a is not None]) if isinstance(out, tuple) else (out, [])
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    for a in aux:
+        loss = loss + model.aux_loss_weight * F.cross_entropy(a.float(), y, label_smoothing=label_smoothing)
+    return logits, loss
+
+
 def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int = 128,
         optimizer: str = "adamw", lr: float = 2e-3, weight_decay: float = 5e-4,
         label_smoothing: float = 0.0, augment: bool = False, device: torch.device | str | None = None,
@@ -183,7 +195,7 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
 
     name = getattr(model, "name", None) or type(model).__name__
-    hist = History(model=name, device=describe_device(device), quick=quick)
+    hist = History(model=name, device=describe_device(device), quick=quick, input_shape=tuple(data.input_shape))
     if quick:
         print(f"QUICK MODE (CNN_BOOK_QUICK=1): {epochs} epoch(s) on {n_train:,} training images, "
               f"tested on {n_test:,}. A smoke test, not the chapter's result.")
@@ -200,14 +212,15 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         window = torch.zeros((), device=device)
+        window_correct = torch.zeros((), device=device, dtype=torch.long)
+        window_seen = 0
         in_window = 0
         seen = 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress)
         for x, y in data.batches("train", batch_size, shuffle=True, augment=augment, limit=train_limit,
                                  generator=gen):
             with _autocast(device):
-                logits = model(_to_model_layout(x, device))
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+                logits, loss = _loss(model, model(_to_model_layout(x, device)), y, label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -218,12 +231,17 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
             loss_sum += batch_loss * len(y)
             window += batch_loss
             in_window += 1
-            correct += (logits.argmax(1) == y).sum()
+            right = (logits.argmax(1) == y).sum()
+            correct += right
+            window_correct += right
+            window_seen += len(y)
             if in_window == log_every:  # one host-device sync every log_every steps, not every step
                 hist.steps.append(step)
                 hist.step_loss.append(window.item() / in_window)
+                hist.step_error.append(1 - window_correct.item() / window_seen)
                 window.zero_()
-                in_window = 0
+                window_correct.zero_()
+                in_window = window_seen = 0
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.1%}")
             bar.update()
         bar.close()

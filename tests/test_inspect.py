@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from cnn_book.exercises import check_output_size, check_param_count, conv_output_size
-from cnn_book.inspect import layer_shapes, receptive_fields, summary
+from cnn_book.inspect import gradient_norms, layer_shapes, receptive_fields, summary
 from cnn_book.models import get_model
 
 
@@ -65,3 +65,14 @@ def test_exercise_checkers_say_right_and_wrong(capsys):
     assert check_param_count(conv, 156) and not check_param_count(conv, 150)
     out = capsys.readouterr().out
     assert out.count("Correct") == 2 and out.count("Not quite") == 2 and "(6, 28, 28)" in out
+
+
+def test_gradient_norms_per_convolution_leave_the_model_untouched():
+    torch.manual_seed(0)
+    model = get_model("resnet_cifar", depth=8, in_channels=1).eval()
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    norms = gradient_norms(model, x, y)
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    assert list(norms) == convs and convs[0] == "conv1" and len(convs) == 7  # 1 + 3 stages x 1 block x 2
+    assert all(v > 0 for v in norms.values())
+    assert not model.training and all(p.grad is None for p in model.parameters())

@@ -10,6 +10,13 @@ EXPECTED_PARAMS = {
     ("lenet5", ()): 61_706,  # 156 + 2,416 + 48,120 + 10,164 + 850
     ("lenet5", (("variant", "1998"),)): 60_000,  # the paper: "60,000 trainable free parameters"
     ("simple_cnn", ()): 421_642,  # 320 + 18,496 + 401,536 + 1,290
+    # He et al. (2016), Table 6: 0.27 M, 0.46 M, 0.66 M, 0.85 M and 1.7 M; option-A shortcuts have none
+    ("resnet_cifar", (("depth", 20),)): 269_722,
+    ("resnet_cifar", (("depth", 20), ("plain", True))): 269_722,
+    ("resnet_cifar", (("depth", 32),)): 464_154,
+    ("resnet_cifar", (("depth", 44),)): 658_586,
+    ("resnet_cifar", (("depth", 56),)): 853_018,
+    ("resnet_cifar", (("depth", 110),)): 1_727_962,
 }
 
 
@@ -25,10 +32,14 @@ def test_every_model_takes_num_classes_and_in_channels(name):
     c, h, w = _small_input_shape(model)
     assert c == 3
     out = model(torch.randn(2, c, h, w))
-    assert out.shape == (2, 7)
+    outputs = out if isinstance(out, tuple) else (out,)  # GoogLeNet in training: (logits, aux2, aux1)
+    assert all(o.shape == (2, 7) for o in outputs)
     assert hasattr(model, "features") and hasattr(model, "classifier")
-    out.sum().backward()  # gradients reach every parameter
+    sum(o.sum() for o in outputs).backward()  # gradients reach every parameter
     assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, c, h, w)).shape == (2, 7)  # at inference: one tensor of logits
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -38,8 +49,9 @@ def test_every_model_rejects_a_wrong_input_with_the_expected_shape(name):
     expected = r"expects input of shape \(N, " + str(c) + r", \d+, \d+\)( or larger)?"
     with pytest.raises(ValueError, match=expected + rf"; got \(N, {c + 1}, {h}, {w}\)"):
         model(torch.randn(1, c + 1, h, w))
-    with pytest.raises(ValueError, match=expected + rf"; got \(N, {c}, 8, 8\)"):
-        model(torch.randn(1, c, 8, 8))
+    tiny = getattr(model, "min_size", 9) - 1  # one pixel too small
+    with pytest.raises(ValueError, match=expected + rf"; got \(N, {c}, {tiny}, {tiny}\)"):
+        model(torch.randn(1, c, tiny, tiny))
     with pytest.raises(ValueError, match="add one with x.unsqueeze"):
         model(torch.randn(c, h, w))
 
@@ -87,3 +99,22 @@ def test_modern_lenet_options():
 def test_unknown_model_name_suggests_the_closest():
     with pytest.raises(ValueError, match="Did you mean 'lenet5'"):
         get_model("lenet")
+
+
+def test_residual_block_adds_the_shortcut_and_the_plain_block_does_not():
+    from cnn_book.models.resnet import BasicBlock, PadShortcut
+
+    block = BasicBlock(16, 16).eval()
+    torch.nn.init.zeros_(block.bn2.weight)  # F(x) = 0: the block is the identity on x >= 0
+    x = torch.rand(1, 16, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(block(x), x)
+        block.plain = True  # the same layers without the shortcut: relu(0) everywhere
+        assert torch.equal(block(x), torch.zeros_like(x))
+    pad = PadShortcut(32, stride=2)
+    y = pad(x)
+    assert y.shape == (1, 32, 4, 4) and torch.equal(y[:, :16], x[:, :, ::2, ::2]) and not y[:, 16:].any()
+    assert [n for n, m in get_model("resnet_cifar", depth=20).named_modules() if isinstance(m, PadShortcut)] == [
+        "layer2.0.downsample", "layer3.0.downsample"]
+    with pytest.raises(ValueError, match="6n \\+ 2 layers"):
+        get_model("resnet_cifar", depth=18)

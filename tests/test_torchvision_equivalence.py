@@ -18,13 +18,17 @@ TORCHVISION_PARAMS = {
     "vgg13": 133_047_848, "vgg13_bn": 133_053_736,
     "vgg16": 138_357_544, "vgg16_bn": 138_365_992,
     "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
+    "googlenet": 13_004_888,  # with the auxiliary classifiers, as torchvision builds it without weights
+    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
+    "resnet101": 44_549_160, "resnet152": 60_192_808,
 }
 
 
 def _reference(name):
     """A randomly initialised torchvision model (no download), batch-norm statistics made non-trivial."""
     torch.manual_seed(0)
-    ref = torchvision.models.get_model(name, weights=None)
+    kwargs = {"init_weights": True} if name == "googlenet" else {}  # (silences a FutureWarning)
+    ref = torchvision.models.get_model(name, weights=None, **kwargs)
     for m in ref.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
@@ -130,3 +134,66 @@ def test_published_weights_offline_give_one_clear_error(tmp_path, monkeypatch):
         get_model("vgg11", weights="IMAGENET22K")
     with pytest.raises(ValueError, match="no weights for a model named 'lenet5'"):
         get_model("lenet5", weights="DEFAULT")
+
+
+def test_googlenet_in_training_gives_torchvision_s_three_outputs():
+    ref = _reference("googlenet")
+    ours = get_model("googlenet")
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    for m in (ours, ref):  # training mode (the auxiliary heads run), but deterministic layers
+        m.train()
+        for layer in m.modules():
+            if isinstance(layer, (torch.nn.Dropout, torch.nn.BatchNorm2d)):
+                layer.eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        a, b = ours(x), ref(x)
+    assert a._fields == ("logits", "aux_logits2", "aux_logits1") == b._fields
+    for u, v in zip(a, b, strict=True):
+        assert u.shape == (2, 1000) and torch.allclose(u, v, rtol=1e-4, atol=1e-5)
+    ours.eval()
+    with torch.no_grad():
+        assert isinstance(ours(x), torch.Tensor)  # at inference: the main logits only
+
+
+def test_googlenet_options():
+    without_aux = get_model("googlenet", aux_logits=False)
+    assert count_parameters(without_aux) == 6_624_904 and without_aux.aux1 is None
+    paper = get_model("googlenet", aux_logits=False, variant="paper")
+    assert paper.inception3a.branch3[1].conv.kernel_size == (5, 5)  # the paper's 5x5
+    assert without_aux.inception3a.branch3[1].conv.kernel_size == (3, 3)  # torchvision's 3x3
+    assert count_parameters(paper) == 7_005_832
+    small = get_model("googlenet", num_classes=10, in_channels=1, small_input=True, width_mult=0.25).eval()
+    assert small(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert small.inception5b(torch.randn(1, 208, 4, 4)).shape == (1, 256, 4, 4)  # 1024 x 0.25
+    with pytest.raises(ValueError, match="variant must be"):
+        get_model("googlenet", variant="v3")
+
+
+def test_resnet_paper_stride_and_small_input():
+    v15, paper = get_model("resnet50"), get_model("resnet50", variant="paper")
+    assert count_parameters(v15) == count_parameters(paper)
+    assert (v15.layer2[0].conv1.stride, v15.layer2[0].conv2.stride) == ((1, 1), (2, 2))  # torchvision v1.5
+    assert (paper.layer2[0].conv1.stride, paper.layer2[0].conv2.stride) == ((2, 2), (1, 1))  # the paper
+    paper.load_state_dict(v15.state_dict(), strict=True)  # same keys and shapes, different computation
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert paper.eval()(x).shape == v15.eval()(x).shape and not torch.allclose(paper(x), v15(x))
+    small = get_model("resnet18", num_classes=10, in_channels=1, small_input=True).eval()
+    assert small.conv1.kernel_size == (3, 3) and isinstance(small.maxpool, torch.nn.Identity)
+    with torch.no_grad():
+        assert small.features(torch.randn(1, 1, 28, 28)).shape == (1, 512, 4, 4)  # 28 -> 28 -> 14 -> 7 -> 4
+    assert [k for k in small.state_dict() if "features" in k or "classifier" in k] == []  # views, not copies
+
+
+def test_googlenet_published_weights_switch_on_the_input_transform(tmp_path, monkeypatch):
+    ref = _put_in_torch_cache(tmp_path, monkeypatch, "googlenet")  # the file holds the auxiliary heads too
+    monkeypatch.setenv("CNN_BOOK_OFFLINE", "1")
+    ours = get_model("googlenet", weights="IMAGENET1K_V1").eval()
+    assert ours.transform_input  # the weights expect inputs in [-1, 1], as torchvision's builder knows
+    ref.transform_input = True
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), ref(x), rtol=1e-4, atol=1e-5)
+        lean = get_model("googlenet", weights="IMAGENET1K_V1", aux_logits=False).eval()  # heads dropped
+        assert lean.aux1 is None and torch.allclose(lean(x), ref(x), rtol=1e-4, atol=1e-5)

@@ -13,7 +13,8 @@ def test_loss_falls_and_accuracy_rises_on_a_small_subset(small_fmnist, capsys):
     assert hist.train_loss[-1] < 0.7 * hist.train_loss[0]
     assert hist.test_acc[-1] > 0.6  # ten classes: chance is 0.1
     assert hist.train_images == 4 * 1024 and hist.images_per_s > 0 and hist.wall_seconds >= hist.train_seconds
-    assert len(hist.step_loss) == len(hist.steps) > 0
+    assert len(hist.step_loss) == len(hist.steps) == len(hist.step_error) > 0
+    assert all(0 <= e <= 1 for e in hist.step_error) and hist.step_error[-1] < hist.step_error[0]
     out = capsys.readouterr().out
     assert "device cpu" in out and "train images/s" in out and "test accuracy" in out and "wall time" in out
     loss, acc = train.evaluate(get_model("lenet5"), small_fmnist)
@@ -81,6 +82,20 @@ def test_results_are_recorded_only_from_full_runs(small_fmnist, tmp_path, monkey
     path = results.record("lenet5", "02", hist, summary(model))
     row = results.load_all()[0]
     assert path.exists() and row["params"] == 61_706 and row["test_acc"] == hist.final_test_acc
+    assert row["input"] == "1x28x28" and hist.input_shape == (1, 28, 28)
+    with pytest.raises(ValueError, match="trained on"):  # a summary of another input size is refused
+        results.record("lenet5", "02", hist, summary(model, (1, 32, 32)))
     monkeypatch.setenv("CNN_BOOK_QUICK", "1")
     path.unlink()
     assert results.record("lenet5", "02", hist, summary(model)) is None and not path.exists()
+
+
+def test_auxiliary_losses_are_added_with_the_model_s_weight(small_fmnist, capsys):
+    model = get_model("googlenet", num_classes=10, in_channels=1, small_input=True, width_mult=0.125)
+    logits, aux = torch.randn(4, 10), torch.randn(4, 10)
+    y = torch.tensor([0, 1, 2, 3])
+    ce = torch.nn.functional.cross_entropy
+    _, loss = train._loss(model, (logits, aux, None), y, 0.0)
+    assert torch.allclose(loss, ce(logits, y) + 0.3 * ce(aux, y))
+    hist = train.fit(model, small_fmnist, epochs=1, batch_size=64, device="cpu")  # GoogLeNet trains with aux heads
+    assert hist.train_images == 1024 and "test accuracy" in capsys.readouterr().out

@@ -77,11 +77,15 @@ def load_torchvision_weights(model: nn.Module, name: str, weights: str = "DEFAUL
             f"Could not get torchvision's {name} weights {w.name} ({type(e).__name__}: {e}). They are "
             f"downloaded once from the internet and then read from torch's cache, {torch.hub.get_dir()}."
         ) from None
+    if getattr(model, "aux_logits", None) is False:  # GoogLeNet built without its auxiliary classifiers
+        state = {k: v for k, v in state.items() if not k.startswith("aux")}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ValueError(f"torchvision's {name} weights {w.name} are for 1000 classes and 3 input channels; "
                          f"build the model with the defaults to load them ({str(e).splitlines()[0]})") from None
+    if hasattr(model, "transform_input"):  # GoogLeNet's weights were trained on inputs scaled to [-1, 1]
+        model.transform_input = True
     model.categories = list(w.meta["categories"])
     model.preprocess = w.transforms()
     return model
@@ -102,12 +106,15 @@ def classify(model: nn.Module, image, top: int = 5) -> list[tuple[float, str]]:
 
 # Importing the family files registers their builders.
 from .alexnet import AlexNet, alexnet  # noqa: E402
+from .googlenet import GoogLeNet, googlenet  # noqa: E402
 from .lenet import LeNet5, lenet5  # noqa: E402
+from .resnet import ResNet, resnet18, resnet34, resnet50, resnet101, resnet152  # noqa: E402
 from .simple_cnn import SimpleCNN, simple_cnn  # noqa: E402
 from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg16_cifar, vgg19, vgg19_bn  # noqa: E402
 
 __all__ = [
     "get_model", "list_models", "register_model", "load_torchvision_weights", "WeightsUnavailable", "classify",
-    "AlexNet", "alexnet", "LeNet5", "lenet5", "SimpleCNN", "simple_cnn",
+    "AlexNet", "alexnet", "GoogLeNet", "googlenet", "LeNet5", "lenet5", "SimpleCNN", "simple_cnn",
+    "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg16_cifar", "vgg19", "vgg19_bn",
 ]

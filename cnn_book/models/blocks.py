@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def check_input(x: Tensor, model: str, in_channels: int, size: int | None = None,
@@ -25,3 +25,16 @@ def check_input(x: Tensor, model: str, in_channels: int, size: int | None = None
     got = "(N, " + ", ".join(str(d) for d in x.shape[1:]) + ")" if x.dim() == 4 else str(tuple(x.shape))
     hint = " (a batch of images: add one with x.unsqueeze(0))" if x.dim() == 3 else ""
     raise ValueError(f"{model} expects input of shape {want}; got {got}{hint}")
+
+
+def init_kaiming(model: nn.Module) -> None:
+    """torchvision's initialisation of ReLU networks with batch norm (ResNet, MobileNet): He-normal
+    convolutions scaled by fan-out, batch norm starting as the identity, zero conv biases."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import matplotlib
 import pytest
 import torch
@@ -84,7 +86,7 @@ def test_results_are_recorded_only_from_full_runs(small_fmnist, tmp_path, monkey
     assert path.exists() and row["params"] == 61_706 and row["test_acc"] == hist.final_test_acc
     assert row["input"] == "1x28x28" and hist.input_shape == (1, 28, 28)
     with pytest.raises(ValueError, match="trained on"):  # a summary of another input size is refused
-        results.record("lenet5", "02", hist, summary(model, (1, 32, 32)))
+        results.record("lenet5", "02", hist, dataclasses.replace(summary(model), input_shape=(1, 32, 32)))
     monkeypatch.setenv("CNN_BOOK_QUICK", "1")
     path.unlink()
     assert results.record("lenet5", "02", hist, summary(model)) is None and not path.exists()

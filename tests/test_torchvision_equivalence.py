@@ -21,6 +21,10 @@ TORCHVISION_PARAMS = {
     "googlenet": 13_004_888,  # with the auxiliary classifiers, as torchvision builds it without weights
     "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
     "resnet101": 44_549_160, "resnet152": 60_192_808,
+    "mobilenet_v2": 3_504_872,
+    "efficientnet_b0": 5_288_548, "efficientnet_b1": 7_794_184, "efficientnet_b2": 9_109_994,
+    "efficientnet_b3": 12_233_232, "efficientnet_b4": 19_341_616, "efficientnet_b5": 30_389_784,
+    "efficientnet_b6": 43_040_704, "efficientnet_b7": 66_347_960,
 }
 
 
@@ -197,3 +201,47 @@ def test_googlenet_published_weights_switch_on_the_input_transform(tmp_path, mon
         assert torch.allclose(ours(x), ref(x), rtol=1e-4, atol=1e-5)
         lean = get_model("googlenet", weights="IMAGENET1K_V1", aux_logits=False).eval()  # heads dropped
         assert lean.aux1 is None and torch.allclose(lean(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+def test_mobilenet_v1_reproduces_the_paper_s_tables_6_and_7():
+    from cnn_book.inspect import flops_by_module
+
+    def measure(**kwargs):
+        m = get_model("mobilenet_v1", **kwargs).eval()
+        macs = flops_by_module(m, torch.zeros(1, *m.input_shape))[""] / 2  # 1 multiply-add = 2 FLOPs
+        return round(count_parameters(m) / 1e6, 1), round(macs / 1e6)
+
+    # Table 6 (width multiplier): millions of parameters and of mult-adds at 224x224
+    assert measure(alpha=1.0) == (4.2, 569)
+    assert measure(alpha=0.75) == (2.6, 325)
+    assert measure(alpha=0.5) == (1.3, 149)
+    assert measure(alpha=0.25) == (0.5, 41)
+    # Table 7 (resolution multiplier), 1.0 MobileNet: 192, 160, 128 pixels
+    assert [measure(rho=r / 224) for r in (192, 160, 128)] == [(4.2, 418), (4.2, 291), (4.2, 186)]
+    m = get_model("mobilenet_v1", rho=160 / 224)
+    assert m.input_shape == (3, 160, 160) and m.name == "1.0-MobileNet-160"
+
+
+def test_efficientnet_pieces():
+    from cnn_book.models.blocks import SqueezeExcitation, make_divisible
+    from cnn_book.models.efficientnet import VARIANTS, StochasticDepth, compound_scaling
+
+    assert [make_divisible(v) for v in (32 * 1.1, 16 * 1.4, 40 * 1.8, 3.0)] == [32, 24, 72, 8]
+    d, w, r = compound_scaling(1)
+    assert (d, w, r) == (1.2, 1.1, 1.15) and abs(d * w**2 * r**2 - 1.92) < 0.01  # "about 2" FLOPs per step
+    assert VARIANTS["b1"][:3] == (1.0, 1.1, 240) and VARIANTS["b7"][:3] == (2.0, 3.1, 600)
+    se = SqueezeExcitation(16, 4)
+    x = torch.randn(2, 16, 5, 5)
+    with torch.no_grad():
+        y = se(x)
+    ratio = y / x  # one weight in (0, 1) per sample and channel
+    assert y.shape == x.shape and torch.allclose(ratio, ratio[..., :1, :1].expand_as(ratio), atol=1e-5)
+    assert ((ratio > 0) & (ratio < 1)).all()
+    sd = StochasticDepth(0.5)
+    ones = torch.ones(1000, 3, 2, 2)
+    dropped = sd(ones)  # training: whole samples dropped, the rest scaled by 2
+    assert set(dropped.unique().tolist()) == {0.0, 2.0} and 350 < (dropped[:, 0, 0, 0] == 0).sum() < 650
+    assert torch.equal(sd.eval()(ones), ones)
+    b0 = get_model("efficientnet_b0")
+    probs = [m.stochastic_depth.p for m in b0.modules() if hasattr(m, "stochastic_depth")]
+    assert len(probs) == 16 and probs[0] == 0 and probs == sorted(probs) and probs[-1] == 0.2 * 15 / 16

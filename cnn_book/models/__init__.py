@@ -106,14 +106,29 @@ def classify(model: nn.Module, image, top: int = 5) -> list[tuple[float, str]]:
 
 # Importing the family files registers their builders.
 from .alexnet import AlexNet, alexnet  # noqa: E402
+from .efficientnet import (  # noqa: E402
+    EfficientNet,
+    efficientnet_b0,
+    efficientnet_b1,
+    efficientnet_b2,
+    efficientnet_b3,
+    efficientnet_b4,
+    efficientnet_b5,
+    efficientnet_b6,
+    efficientnet_b7,
+)
 from .googlenet import GoogLeNet, googlenet  # noqa: E402
 from .lenet import LeNet5, lenet5  # noqa: E402
+from .mobilenet import MobileNetV1, MobileNetV2, mobilenet_v1, mobilenet_v2  # noqa: E402
 from .resnet import ResNet, resnet18, resnet34, resnet50, resnet101, resnet152  # noqa: E402
 from .simple_cnn import SimpleCNN, simple_cnn  # noqa: E402
 from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg16_cifar, vgg19, vgg19_bn  # noqa: E402
 
 __all__ = [
     "get_model", "list_models", "register_model", "load_torchvision_weights", "WeightsUnavailable", "classify",
+    "EfficientNet", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4",
+    "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",
+    "MobileNetV1", "MobileNetV2", "mobilenet_v1", "mobilenet_v2",
     "AlexNet", "alexnet", "GoogLeNet", "googlenet", "LeNet5", "lenet5", "SimpleCNN", "simple_cnn",
     "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg16_cifar", "vgg19", "vgg19_bn",

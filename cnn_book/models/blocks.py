@@ -38,3 +38,45 @@ def init_kaiming(model: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """The nearest multiple of ``divisor`` to ``v`` that is at least 90 % of ``v`` (the TensorFlow
+    MobileNet rule that torchvision uses for scaled widths: 32 x 1.1 -> 32, 16 x 1.4 -> 24)."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+class ConvBNAct(nn.Sequential):
+    """Convolution (no bias) -> batch norm -> activation, "same" padding; keys ``0``, ``1`` as in
+    torchvision's ``Conv2dNormActivation``. ``groups=in_channels`` makes it depthwise."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
+                 activation: type[nn.Module] | None = nn.ReLU, bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> None:
+        padding = (kernel_size - 1) // 2  # "same" for odd kernels at stride 1
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False),
+            nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum),
+        ]
+        if activation is not None:
+            layers.append(activation(inplace=True))
+        super().__init__(*layers)
+        self.out_channels = out_channels
+
+
+class SqueezeExcitation(nn.Module):
+    """Squeeze-and-excitation (Hu et al., 2018): average each channel over the grid ("squeeze"),
+    two 1x1 convolutions through ``squeeze_channels`` ("excite"), and scale each channel by the
+    resulting weight in (0, 1). (N, C, H, W) -> (N, C, H, W)."""
+
+    def __init__(self, channels: int, squeeze_channels: int, activation: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)
+        self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
+        self.activation = activation(inplace=True)
+        self.scale_activation = nn.Sigmoid()
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))  # (N, C, 1, 1)
+        return x * scale

@@ -77,15 +77,14 @@ def load_torchvision_weights(model: nn.Module, name: str, weights: str = "DEFAUL
             f"Could not get torchvision's {name} weights {w.name} ({type(e).__name__}: {e}). They are "
             f"downloaded once from the internet and then read from torch's cache, {torch.hub.get_dir()}."
         ) from None
-    if getattr(model, "aux_logits", None) is False:  # GoogLeNet built without its auxiliary classifiers
-        state = {k: v for k, v in state.items() if not k.startswith("aux")}
+    adapt = getattr(model, "adapt_torchvision_weights", None)
+    if adapt is not None:  # a model whose options differ from torchvision's builder says how (GoogLeNet)
+        state = adapt(state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ValueError(f"torchvision's {name} weights {w.name} are for 1000 classes and 3 input channels; "
                          f"build the model with the defaults to load them ({str(e).splitlines()[0]})") from None
-    if hasattr(model, "transform_input"):  # GoogLeNet's weights were trained on inputs scaled to [-1, 1]
-        model.transform_input = True
     model.categories = list(w.meta["categories"])
     model.preprocess = w.transforms()
     return model

@@ -145,6 +145,13 @@ class GoogLeNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def adapt_torchvision_weights(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Called by ``load_torchvision_weights``: the published weights were trained on inputs scaled
+        to [-1, 1], so the input transform goes on (as torchvision's builder does), and their
+        auxiliary classifiers are dropped when this model was built without them."""
+        self.transform_input = True
+        return state if self.aux_logits else {k: v for k, v in state.items() if not k.startswith("aux")}
+
     # ``features`` and ``classifier``: views on torchvision's attributes (the book's uniform
     # interface), built on demand so that they add no second set of state_dict keys.
     @property

@@ -9,6 +9,8 @@ tensor from layer to layer and stops where the network branches or flattens.
 
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass
 
 import torch
@@ -120,12 +122,15 @@ def receptive_fields(model: nn.Module, x: Tensor) -> dict[str, int]:
     r_out = r_in + (k - 1) * d * j_in and j_out = j_in * s, where j is the stride of the grid in
     input pixels. Defined while each layer reads the previous layer's output; a layer fed by
     anything else (a branch, an addition, a flatten) gets no entry, nor does anything after it.
+    A module called more than once (one pooling layer shared by several levels) gets no entry
+    either: it has no single receptive field.
     """
     # Each tensor on the chain carries its (r, j) as an attribute: in-place layers (ReLU(inplace=True))
     # return the same object and keep it; a tensor made by anything else (x + y, flatten) has none.
     x = x.clone()
     x._cnn_book_rf = (1, 1)
     result: dict[str, int] = {}
+    calls: dict[str, int] = {}
     hooks = []
 
     def spec(m: nn.Module) -> tuple[int, int, int] | None:
@@ -142,6 +147,7 @@ def receptive_fields(model: nn.Module, x: Tensor) -> dict[str, int]:
 
     def hook(name):
         def fn(m, inputs, output):
+            calls[name] = calls.get(name, 0) + 1
             src = getattr(inputs[0], "_cnn_book_rf", None) if inputs and isinstance(inputs[0], Tensor) else None
             sp = spec(m)
             if src is None or sp is None or not isinstance(output, Tensor):
@@ -163,7 +169,7 @@ def receptive_fields(model: nn.Module, x: Tensor) -> dict[str, int]:
     finally:
         for h in hooks:
             h.remove()
-    return result
+    return {n: r for n, r in result.items() if calls[n] == 1}
 
 
 def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, depth: int = 4) -> ModelSummary:
@@ -221,3 +227,29 @@ def gradient_norms(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
     finally:
         model.train(was_training)
     return {n: g.norm().item() for (n, _), g in zip(convs, grads, strict=True)}
+
+
+@torch.inference_mode()
+def latency(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_size: int = 1, repeats: int = 10,
+            warmup: int = 2, device: torch.device | str = "cpu") -> float:
+    """Median wall time in seconds of one forward pass of a ``batch_size`` batch in eval mode, after
+    ``warmup`` untimed passes: the figure a user of the model waits for, which FLOPs only estimate
+    (memory traffic, kernel launches and poorly vectorised layers such as depthwise convolutions
+    cost time that FLOPs do not count). CUDA work is synchronised before each clock reading."""
+    device = torch.device(device)
+    x = torch.randn(batch_size, *_default_shape(model, input_shape), device=device)
+    was_training = model.training
+    model.eval().to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    try:
+        for i in range(warmup + repeats):
+            sync()
+            start = time.perf_counter()
+            model(x)
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    finally:
+        model.train(was_training)
+    return statistics.median(times)

@@ -167,3 +167,42 @@ def confusion_matrix(model: nn.Module, data: ImageData, split: str = "test") -> 
     fig.colorbar(im, ax=ax, label="images")
     fig.tight_layout()
     return fig
+
+
+def mask_colors(k: int) -> list[tuple[float, float, float, float]]:
+    """One colour per mask value: transparent for 0 (background), then matplotlib's tab10 (tab20 beyond)."""
+    cmap = plt.get_cmap("tab10" if k <= 11 else "tab20")
+    return [(0.0, 0.0, 0.0, 0.0)] + [cmap(i % cmap.N) for i in range(k - 1)]
+
+
+def _overlay(ax, image: Tensor, mask: Tensor, colors, title: str) -> None:
+    h, w = mask.shape[-2:]
+    top, left = (image.shape[-2] - h) // 2, (image.shape[-1] - w) // 2  # a valid U-Net scores the centre only
+    _show(ax, image[..., top : top + h, left : left + w])
+    rgba = torch.tensor(colors)[mask.long().cpu()]  # (H, W, 4)
+    rgba[..., 3] = torch.where(mask.cpu() > 0, 0.55, 0.0)
+    ax.imshow(rgba.numpy())
+    ax.set_title(title, fontsize=8)
+
+
+def segmentation(images: Tensor, masks: Tensor, classes: Sequence[str], predictions: Tensor | None = None,
+                 titles: Sequence[str] | None = None) -> Figure:
+    """Each image (row) with its true mask overlaid, and next to it the predicted one when given;
+    one colour per class (background left clear) and a legend of the classes that appear."""
+    n = len(images)
+    cols = 3 if predictions is not None else 2
+    fig, axes = plt.subplots(n, cols, figsize=(2.1 * cols, 2.1 * n + 0.5), squeeze=False)
+    colors = mask_colors(len(classes))
+    for i in range(n):
+        _show(axes[i, 0], images[i])
+        axes[i, 0].set_title(titles[i] if titles else "image", fontsize=8)
+        _overlay(axes[i, 1], images[i], masks[i], colors, "truth")
+        if predictions is not None:
+            right = (predictions[i].cpu() == masks[i].cpu()).float().mean().item()
+            _overlay(axes[i, 2], images[i], predictions[i], colors, f"prediction ({right:.0%} of pixels right)")
+    shown = sorted(set(torch.cat([masks.flatten().cpu()] + ([predictions.flatten().cpu()] if predictions is not None
+                                                               else [])).tolist()) - {0})
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[c]) for c in shown]
+    fig.legend(handles, [classes[c] for c in shown], loc="lower center", ncol=min(6, len(shown)) or 1, fontsize=7)
+    fig.tight_layout(rect=(0, 0.06 if n < 4 else 0.03, 1, 1))
+    return fig

@@ -65,7 +65,8 @@ class History:
     train_loss: list[float] = field(default_factory=list)
     train_acc: list[float] = field(default_factory=list)
     test_loss: list[float] = field(default_factory=list)
-    test_acc: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)  # pixel accuracy for a segmentation model
+    test_miou: list[float] = field(default_factory=list)  # segmentation only: mean IoU per epoch
     epoch_seconds: list[float] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)  # step index of each entry of step_loss
     step_loss: list[float] = field(default_factory=list)
@@ -117,9 +118,10 @@ def evaluate(model: nn.Module, data: ImageData, split: str = "test", batch_size:
     for x, y in data.batches(split, batch_size, limit=limit):
         with _autocast(device):
             logits = model(_to_model_layout(x, device))
+        y = dense_targets(logits, y)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
-        n += len(y)
+        n += y.numel()  # images, or pixels for a segmentation model
     model.train(was_training)
     return loss_sum.item() / n, correct.item() / n
 
@@ -137,10 +139,66 @@ def predict(model: nn.Module, data: ImageData, split: str = "test", batch_size: 
     preds, targets = [], []
     for x, y in data.batches(split, batch_size, limit=limit):
         with _autocast(device):
-            preds.append(model(_to_model_layout(x, device)).argmax(1).cpu())
-        targets.append(y.cpu())
+            logits = model(_to_model_layout(x, device))
+        preds.append(logits.argmax(1).cpu())
+        targets.append(dense_targets(logits, y).cpu())
     model.train(was_training)
     return torch.cat(preds), torch.cat(targets)
+
+
+@dataclass
+class SegmentationScores:
+    """Per-pixel scores of a segmentation model. ``confusion[t, p]`` counts pixels of true class t
+    predicted as p. IoU_c = TP / (TP + FP + FN); ``mean_iou`` averages it over the classes present
+    (in the truth or the predictions); ``class_accuracy[c]`` is the share of class-c pixels found."""
+
+    classes: list[str]
+    confusion: torch.Tensor
+    loss: float
+
+    @property
+    def iou(self) -> torch.Tensor:
+        tp = self.confusion.diag().double()
+        union = self.confusion.sum(0).double() + self.confusion.sum(1).double() - tp
+        return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+
+    @property
+    def mean_iou(self) -> float:
+        return self.iou.nanmean().item()
+
+    @property
+    def class_accuracy(self) -> torch.Tensor:
+        total = self.confusion.sum(1).double()
+        return torch.where(total > 0, self.confusion.diag().double() / total.clamp(min=1),
+                           torch.full_like(total, float("nan")))
+
+    @property
+    def pixel_accuracy(self) -> float:
+        return (self.confusion.diag().sum() / self.confusion.sum()).item()
+
+
+@torch.no_grad()
+def segmentation_scores(model: nn.Module, data: ImageData, split: str = "test", batch_size: int = 200,
+                        limit: int | None = None) -> SegmentationScores:
+    """Confusion matrix, IoU per class, mean IoU and pixel accuracy of a model that scores every
+    pixel, on ``split`` (in quick mode at most ``QUICK_TEST_IMAGES`` images)."""
+    if limit is None and quick_mode():
+        limit = QUICK_TEST_IMAGES
+    device = data.device
+    k = len(data.classes)
+    was_training = model.training
+    model.eval()
+    confusion = torch.zeros(k * k, device=device, dtype=torch.long)
+    loss_sum, n = torch.zeros((), device=device), 0
+    for x, y in data.batches(split, batch_size, limit=limit):
+        with _autocast(device):
+            logits = model(_to_model_layout(x, device))
+        y = dense_targets(logits, y)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        confusion += torch.bincount((y * k + logits.argmax(1)).flatten(), minlength=k * k)
+        n += y.numel()
+    model.train(was_training)
+    return SegmentationScores(list(data.classes), confusion.view(k, k).cpu(), loss_sum.item() / n)
 
 
 def _optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -151,26 +209,65 @@ def _optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {name!r}")
 
 
-def _loss(model: nn.Module, out, y: torch.Tensor, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, cross-entropy). A model with auxiliary classifiers (GoogLeNet in training) returns
-    (logits, aux, ...); each auxiliary loss is added with the model's ``aux_loss_weight`` (the paper's 0.3)."""
+def dense_targets(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The targets that ``logits`` score: ``y`` itself, or for a segmentation model whose output is
+    smaller than its input (U-Net without padding) the central part of the masks ``y`` it covers."""
+    if logits.dim() == 4 and y.shape[-2:] != logits.shape[-2:]:
+        h, w = logits.shape[-2:]
+        top, left = (y.shape[-2] - h) // 2, (y.shape[-1] - w) // 2
+        y = y[..., top : top + h, left : left + w]
+    return y
+
+
+def dice_loss(logits: torch.Tensor, y: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - the soft Dice coefficient, averaged over classes: for each class c,
+    Dice_c = (2 sum p_c g_c + eps) / (sum p_c + sum g_c + eps) over all pixels of the batch, with p_c
+    the softmax probability and g_c the one-hot mask. Insensitive to how many pixels a class has,
+    which cross-entropy is not (Milletari et al., 2016)."""
+    p = logits.float().softmax(1)  # (N, C, H, W)
+    g = F.one_hot(y, p.shape[1]).permute(0, 3, 1, 2).float()
+    dims = (0, 2, 3)
+    dice = (2 * (p * g).sum(dims) + eps) / (p.sum(dims) + g.sum(dims) + eps)
+    return 1 - dice.mean()
+
+
+LOSSES = ("cross_entropy", "dice", "cross_entropy+dice")
+
+
+def _loss(model: nn.Module, out, y: torch.Tensor, label_smoothing: float,
+          kind: str = "cross_entropy") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits, loss, targets). A model with auxiliary classifiers (GoogLeNet in training) returns
+    (logits, aux, ...); each auxiliary loss is added with the model's ``aux_loss_weight`` (the paper's 0.3).
+    For dense outputs the targets are the masks cropped to the output (``dense_targets``)."""
     logits, aux = (out[0], [a for a in out[1:] if a is not None]) if isinstance(out, tuple) else (out, [])
-    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    y = dense_targets(logits, y)
+    loss = torch.zeros((), device=logits.device)
+    if kind in ("cross_entropy", "cross_entropy+dice"):
+        loss = loss + F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    if kind in ("dice", "cross_entropy+dice"):
+        loss = loss + dice_loss(logits, y)
     for a in aux:
         loss = loss + model.aux_loss_weight * F.cross_entropy(a.float(), y, label_smoothing=label_smoothing)
-    return logits, loss
+    return logits, loss, y
 
 
 def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int = 128,
         optimizer: str = "adamw", lr: float = 2e-3, weight_decay: float = 5e-4,
         label_smoothing: float = 0.0, augment: bool = False, device: torch.device | str | None = None,
-        seed: int = 0, progress: bool | None = None, log_every: int = 20) -> History:
+        seed: int = 0, progress: bool | None = None, log_every: int = 20, loss: str = "cross_entropy") -> History:
     """Train ``model`` on ``data`` with a one-cycle learning-rate schedule; return the ``History``.
+
+    Classification, or segmentation when the model scores every pixel (``data`` a
+    ``SegmentationData``): then accuracy counts pixels, ``loss`` may be "dice" or
+    "cross_entropy+dice", and each epoch also reports the test mean IoU.
 
     ``data`` is moved to ``device`` (default: ``default_device()``) if it is not there yet. Prints
     one line per epoch and a summary with the device, wall time, images/s and test accuracy.
     ``progress``: a tqdm progress bar (default on, off when ``CNN_BOOK_PROGRESS=0``).
     """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    dense = getattr(data, "task", "") == "segmentation"
     device = torch.device(device) if device is not None else default_device()
     if data.device != device:
         data = data.to(device)
@@ -215,26 +312,27 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
         window_correct = torch.zeros((), device=device, dtype=torch.long)
         window_seen = 0
         in_window = 0
-        seen = 0
+        seen = counted = 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress)
         for x, y in data.batches("train", batch_size, shuffle=True, augment=augment, limit=train_limit,
                                  generator=gen):
             with _autocast(device):
-                logits, loss = _loss(model, model(_to_model_layout(x, device)), y, label_smoothing)
+                logits, batch_loss_t, y = _loss(model, model(_to_model_layout(x, device)), y, label_smoothing, loss)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            batch_loss_t.backward()
             opt.step()
             sched.step()
             step += 1
             seen += len(y)
-            batch_loss = loss.detach()
+            counted += y.numel()  # images, or pixels for a segmentation model
+            batch_loss = batch_loss_t.detach()
             loss_sum += batch_loss * len(y)
             window += batch_loss
             in_window += 1
             right = (logits.argmax(1) == y).sum()
             correct += right
             window_correct += right
-            window_seen += len(y)
+            window_seen += y.numel()
             if in_window == log_every:  # one host-device sync every log_every steps, not every step
                 hist.steps.append(step)
                 hist.step_loss.append(window.item() / in_window)
@@ -242,7 +340,7 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
                 window.zero_()
                 window_correct.zero_()
                 in_window = window_seen = 0
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.1%}")
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / counted:.1%}")
             bar.update()
         bar.close()
         if device.type == "cuda":
@@ -250,17 +348,25 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
         train_time = time.perf_counter() - t0
         hist.train_seconds += train_time
         hist.train_images += seen
-        test_loss, test_acc = evaluate(model, data, "test", limit=test_limit)
+        if dense:
+            scores = segmentation_scores(model, data, "test", limit=test_limit)
+            test_loss, test_acc = scores.loss, scores.pixel_accuracy
+            hist.test_miou.append(scores.mean_iou)
+        else:
+            test_loss, test_acc = evaluate(model, data, "test", limit=test_limit)
         hist.epochs.append(epoch)
         hist.train_loss.append(loss_sum.item() / seen)
-        hist.train_acc.append(correct.item() / seen)
+        hist.train_acc.append(correct.item() / counted)
         hist.test_loss.append(test_loss)
         hist.test_acc.append(test_acc)
         hist.epoch_seconds.append(time.perf_counter() - t0)
         print(f"epoch {epoch:2d}/{epochs}  loss {hist.train_loss[-1]:.3f}  train acc {hist.train_acc[-1]:.1%}"
-              f"  test acc {test_acc:.1%}  ({hist.epoch_seconds[-1]:.1f} s)")
+              f"  test acc {test_acc:.1%}{f'  test mIoU {hist.test_miou[-1]:.3f}' if dense else ''}"
+              f"  ({hist.epoch_seconds[-1]:.1f} s)")
     hist.wall_seconds = time.perf_counter() - start
     print(f"Done: device {hist.device} | wall time {hist.wall_seconds:.1f} s | "
-          f"{hist.images_per_s:,.0f} train images/s | test accuracy {hist.final_test_acc:.2%}"
+          f"{hist.images_per_s:,.0f} train images/s | "
+          f"test {'pixel ' if dense else ''}accuracy {hist.final_test_acc:.2%}"
+          f"{f' | test mIoU {hist.test_miou[-1]:.3f}' if dense else ''}"
           f"{' (quick mode)' if quick else ''}")
     return hist

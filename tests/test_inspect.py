@@ -1,6 +1,9 @@
+import time
+
 import torch
 from torch import nn
 
+from cnn_book import inspect
 from cnn_book.exercises import check_output_size, check_param_count, conv_output_size
 from cnn_book.inspect import gradient_norms, layer_shapes, receptive_fields, summary
 from cnn_book.models import get_model
@@ -76,3 +79,24 @@ def test_gradient_norms_per_convolution_leave_the_model_untouched():
     assert list(norms) == convs and convs[0] == "conv1" and len(convs) == 7  # 1 + 3 stages x 1 block x 2
     assert all(v > 0 for v in norms.values())
     assert not model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_latency_is_the_median_forward_time_in_eval_mode():
+    class Slow(nn.Module):
+        """Sleeps 20 ms per call, once 200 ms (an outlier the median must ignore); records its mode and input."""
+
+        def __init__(self):
+            super().__init__()
+            self.calls, self.seen = 0, []
+
+        def forward(self, x):
+            self.calls += 1
+            self.seen.append((self.training, tuple(x.shape)))
+            time.sleep(0.2 if self.calls == 4 else 0.02)
+            return x
+
+    model = Slow().train()
+    t = inspect.latency(model, (1, 5, 5), batch_size=3, repeats=5, warmup=1)
+    assert 0.019 <= t < 0.1
+    assert model.calls == 6 and model.training  # warm-up + repeats; the mode is restored
+    assert all(seen == (False, (3, 1, 5, 5)) for seen in model.seen)

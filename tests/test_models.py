@@ -21,9 +21,19 @@ EXPECTED_PARAMS = {
 
 
 def _small_input_shape(model):
-    """The model's input shape, at 64x64 for the ImageNet models that accept any size from 63 up."""
+    """The model's input shape, at 64x64 for the ImageNet models that accept any size from 63 up
+    (the smallest size it takes from 64 up for a segmentation model)."""
     c, h, w = model.input_shape
+    if getattr(model, "task", "") == "segmentation":
+        return (c, model.valid_size_near(64), model.valid_size_near(64))
     return (c, 64, 64) if h > 64 else (c, h, w)
+
+
+def _output_shape(model, n, classes, h, w):
+    """(n, classes) for a classifier; (n, classes, H_out, W_out) for a model that scores every pixel."""
+    if getattr(model, "task", "") == "segmentation":
+        return (n, classes, model.output_size(h), model.output_size(w))
+    return (n, classes)
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -33,18 +43,20 @@ def test_every_model_takes_num_classes_and_in_channels(name):
     assert c == 3
     out = model(torch.randn(2, c, h, w))
     outputs = out if isinstance(out, tuple) else (out,)  # GoogLeNet in training: (logits, aux2, aux1)
-    assert all(o.shape == (2, 7) for o in outputs)
+    assert all(o.shape == _output_shape(model, 2, 7, h, w) for o in outputs)
     assert hasattr(model, "features") and hasattr(model, "classifier")
     sum(o.sum() for o in outputs).backward()  # gradients reach every parameter
     assert all(p.grad is not None for p in model.parameters())
     model.eval()
     with torch.no_grad():
-        assert model(torch.randn(2, c, h, w)).shape == (2, 7)  # at inference: one tensor of logits
+        assert model(torch.randn(2, c, h, w)).shape == _output_shape(model, 2, 7, h, w)  # at inference: one tensor
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_rejects_a_wrong_input_with_the_expected_shape(name):
     model = get_model(name)
+    if getattr(model, "task", "") == "segmentation":
+        pytest.skip("a segmentation model's size rule and message are tested in test_unet.py")
     c, h, w = _small_input_shape(model)
     expected = r"expects input of shape \(N, " + str(c) + r", \d+, \d+\)( or larger)?"
     with pytest.raises(ValueError, match=expected + rf"; got \(N, {c + 1}, {h}, {w}\)"):

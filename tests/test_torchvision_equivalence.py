@@ -245,3 +245,26 @@ def test_efficientnet_pieces():
     b0 = get_model("efficientnet_b0")
     probs = [m.stochastic_depth.p for m in b0.modules() if hasattr(m, "stochastic_depth")]
     assert len(probs) == 16 and probs[0] == 0 and probs == sorted(probs) and probs[-1] == 0.2 * 15 / 16
+
+
+def test_mobilenet_small_input_keeps_a_grid_for_28x28_images():
+    v1 = get_model("mobilenet_v1", num_classes=10, in_channels=1, small_input=True).eval()
+    v2 = get_model("mobilenet_v2", num_classes=10, in_channels=1, small_input=True).eval()
+    x = torch.zeros(1, 1, 28, 28)
+    with torch.no_grad():
+        assert v1.features(x).shape == (1, 1024, 2, 2)  # 28 -> 28 -> 14 -> 7 -> 4 -> 2
+        assert v2.features(x).shape == (1, 1280, 4, 4)  # 28 -> 28 -> 28 -> 14 -> 7 -> 4
+    assert v1.input_shape == v2.input_shape == (1, 28, 28) and "small input" in v1.name
+    # the same weights as the 224x224 networks: only strides change
+    assert count_parameters(v2) == count_parameters(get_model("mobilenet_v2", num_classes=10, in_channels=1))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_b0"])
+def test_mobilenet_and_efficientnet_published_weights_load_from_torch_cache(tmp_path, monkeypatch, name):
+    ref = _put_in_torch_cache(tmp_path, monkeypatch, name)
+    monkeypatch.setenv("CNN_BOOK_OFFLINE", "1")
+    ours = get_model(name, weights="IMAGENET1K_V1").eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), ref.eval()(x), rtol=1e-4, atol=1e-5)
+    assert len(ours.categories) == 1000

@@ -97,7 +97,7 @@ def test_auxiliary_losses_are_added_with_the_model_s_weight(small_fmnist, capsys
     logits, aux = torch.randn(4, 10), torch.randn(4, 10)
     y = torch.tensor([0, 1, 2, 3])
     ce = torch.nn.functional.cross_entropy
-    _, loss = train._loss(model, (logits, aux, None), y, 0.0)
+    _, loss, _ = train._loss(model, (logits, aux, None), y, 0.0)
     assert torch.allclose(loss, ce(logits, y) + 0.3 * ce(aux, y))
     hist = train.fit(model, small_fmnist, epochs=1, batch_size=64, device="cpu")  # GoogLeNet trains with aux heads
     assert hist.train_images == 1024 and "test accuracy" in capsys.readouterr().out

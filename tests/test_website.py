@@ -64,7 +64,8 @@ def test_index_renders_with_every_chapter_in_the_navigation(site, browser):
     assert broken == []
     assert "CNN Architectures" in page.title()
     nav = page.inner_text("nav.bd-docs-nav")
-    for title in ("A simple CNN", "LeNet-5", "AlexNet", "VGG", "GoogLeNet", "ResNet", "Results",
+    for title in ("A simple CNN", "LeNet-5", "AlexNet", "VGG", "GoogLeNet", "ResNet", "MobileNet",
+                  "EfficientNet", "U-Net", "Results",
                   "Benchmarks"):
         assert title in nav, title
     # the root URL redirects to the intro

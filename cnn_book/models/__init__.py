@@ -121,6 +121,7 @@ from .lenet import LeNet5, lenet5  # noqa: E402
 from .mobilenet import MobileNetV1, MobileNetV2, mobilenet_v1, mobilenet_v2  # noqa: E402
 from .resnet import ResNet, resnet18, resnet34, resnet50, resnet101, resnet152  # noqa: E402
 from .simple_cnn import SimpleCNN, simple_cnn  # noqa: E402
+from .unet import UNet, unet  # noqa: E402
 from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg16_cifar, vgg19, vgg19_bn  # noqa: E402
 
 __all__ = [
@@ -130,5 +131,6 @@ __all__ = [
     "MobileNetV1", "MobileNetV2", "mobilenet_v1", "mobilenet_v2",
     "AlexNet", "alexnet", "GoogLeNet", "googlenet", "LeNet5", "lenet5", "SimpleCNN", "simple_cnn",
     "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "UNet", "unet",
     "VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg16_cifar", "vgg19", "vgg19_bn",
 ]

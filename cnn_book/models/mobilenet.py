@@ -46,12 +46,13 @@ class DepthwiseSeparable(nn.Sequential):
 
 class MobileNetV1(nn.Module):
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, alpha: float = 1.0, rho: float = 1.0,
-                 dropout: float = 0.001) -> None:
+                 dropout: float = 0.001, small_input: bool = False) -> None:
         super().__init__()
-        self.name = f"{alpha}-MobileNet-{round(224 * rho)}"
-        self.input_shape = (in_channels, round(224 * rho), round(224 * rho))
+        self.name = f"{alpha}-MobileNet-{round(224 * rho)}" + (" (small input)" if small_input else "")
+        self.input_shape = (in_channels, 28, 28) if small_input else (in_channels, round(224 * rho), round(224 * rho))
         width = lambda c: max(8, int(c * alpha))  # noqa: E731  (the paper's alpha * M channels)
-        layers: list[nn.Module] = [ConvBNAct(in_channels, width(32), 3, stride=2)]  # 224 -> 112
+        # small_input: a stride-1 first convolution, so a 28x28 image ends on a 2x2 grid, not 1x1
+        layers: list[nn.Module] = [ConvBNAct(in_channels, width(32), 3, stride=1 if small_input else 2)]  # 224 -> 112
         c = width(32)
         for out, stride in V1_LAYERS:  # five stride-2 layers in all: 224 -> 7
             layers.append(DepthwiseSeparable(c, width(out), stride))
@@ -59,10 +60,11 @@ class MobileNetV1(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # the paper's 7x7 average pool, for any input size
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(c, num_classes))
+        self.min_size = 16 if small_input else 32  # the side that the strides bring down to one pixel
         _init(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.name, self.input_shape[0], min_size=32)
+        check_input(x, self.name, self.input_shape[0], min_size=self.min_size)
         return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
 
@@ -89,15 +91,19 @@ class InvertedResidual(nn.Module):
 
 class MobileNetV2(nn.Module):
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, width_mult: float = 1.0,
-                 dropout: float = 0.2, input_size: int = 224) -> None:
+                 dropout: float = 0.2, input_size: int = 224, small_input: bool = False) -> None:
         super().__init__()
-        self.name = "MobileNetV2" + (f" x{width_mult:g}" if width_mult != 1 else "")
-        self.input_shape = (in_channels, input_size, input_size)
+        self.name = "MobileNetV2" + (f" x{width_mult:g}" if width_mult != 1 else "") + (
+            " (small input)" if small_input else "")
+        self.input_shape = (in_channels, 28, 28) if small_input else (in_channels, input_size, input_size)
         c = make_divisible(32 * width_mult)
         last = make_divisible(1280 * max(1.0, width_mult))
-        layers: list[nn.Module] = [ConvBNAct(in_channels, c, 3, stride=2, activation=nn.ReLU6)]
-        for t, out, n, s in V2_SETTING:
+        # small_input: stride 1 in the first convolution and in the first 24-channel block (as is usual
+        # for 32x32 CIFAR images), so a 28x28 image goes 28 -> 14 -> 7 -> 4 instead of ending at 1x1
+        layers: list[nn.Module] = [ConvBNAct(in_channels, c, 3, stride=1 if small_input else 2, activation=nn.ReLU6)]
+        for row, (t, out, n, s) in enumerate(V2_SETTING):
             out = make_divisible(out * width_mult)
+            s = 1 if small_input and row == 1 else s
             for i in range(n):
                 layers.append(InvertedResidual(c, out, s if i == 0 else 1, t))
                 c = out
@@ -105,10 +111,11 @@ class MobileNetV2(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes))
+        self.min_size = 8 if small_input else 32
         _init(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.name, self.input_shape[0], min_size=32)
+        check_input(x, self.name, self.input_shape[0], min_size=self.min_size)
         return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
 

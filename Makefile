@@ -1,15 +1,19 @@
 # Two commands do all set-up on a fresh machine:
 #   make book   the website, into _build/html
 #   make test   unit tests, the chapters under nbval (quick mode) and the website in a browser
-# Other targets: make notebooks (re-run every chapter in full, saving its outputs), make bench, make lint.
+# Other targets: make notebooks (re-run every chapter in full, saving its outputs), make bench, make lint,
+# make compat (the unit tests and three chapters with the oldest versions pyproject.toml allows, in .venv-compat).
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+COMPAT := .venv-compat
+CPY    := $(COMPAT)/bin/python
+COMPAT_CHAPTERS := chapters/01_simple_cnn.ipynb chapters/05_googlenet.ipynb chapters/08_efficientnet.ipynb
 export CNN_BOOK_PROGRESS ?= 0
 
-.PHONY: book test data notebooks bench lint clean
+.PHONY: book test data notebooks bench lint compat clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +44,21 @@ bench: data
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# The floors of pyproject.toml, pinned in requirements-compat.txt, in a venv of their own (not part of make test).
+# The browser test is left out: jupyter-book is not in the compat set.
+$(COMPAT)/.installed: requirements-compat.txt pyproject.toml
+	$(PYTHON) -m venv $(COMPAT)
+	$(CPY) -m pip install -q --upgrade pip
+	$(CPY) -m pip install -q -r requirements-compat.txt
+	$(CPY) -m pip install -q --no-deps -e .
+	touch $@
+
+compat: $(COMPAT)/.installed
+	$(CPY) -m cnn_book.data
+	CNN_BOOK_OFFLINE=1 $(CPY) -m pytest -q tests -m "not browser"
+	CNN_BOOK_OFFLINE=1 CNN_BOOK_QUICK=1 $(CPY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider \
+		$(COMPAT_CHAPTERS)
 
 clean:
 	rm -rf _build .pytest_cache

@@ -2,7 +2,10 @@
 
 - ``cnn_book.models``: ``get_model(name, num_classes=..., in_channels=...)``, ``list_models()``
 - ``cnn_book.data``: ``load_fashion_mnist()``, ``load_cifar10()``, data held as tensors on the device
-- ``cnn_book.train``: ``fit``, ``evaluate``, ``predict`` (``CNN_BOOK_QUICK=1`` for quick mode)
+- ``cnn_book.train``: ``fit``, ``evaluate``, ``predict``, ``precision_for`` (``CNN_BOOK_QUICK=1`` for quick mode)
+- ``cnn_book.tasks``: what differs between kinds of training (classification, segmentation, ...)
+- ``cnn_book.recipes``: every chapter's training settings, for a CPU and for a GPU
+- ``cnn_book.settings``: the ``CNN_BOOK_*`` environment switches, read in one place
 - ``cnn_book.inspect``: ``summary(model)``, the layer-by-layer table
 - ``cnn_book.plot``: feature maps, filters, curves, confusion matrices, sample grids
 - ``cnn_book.exercises``: checkers for the chapters' exercises

@@ -25,6 +25,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -190,8 +191,10 @@ class ImageData:
     ``train_x``/``test_x`` are ``(N, C, H, W)`` uint8; ``mean``/``std`` (per channel, in [0, 1])
     are measured on the training set. ``size`` (resize) and ``pad`` (zero border) describe what
     the model is fed; ``with_input`` returns a view with other values, sharing the tensors.
+    ``task`` names what training does with it (``cnn_book.tasks``).
     """
 
+    task: ClassVar[str] = "classification"
     name: str
     classes: list[str]
     train_x: Tensor
@@ -248,16 +251,13 @@ class ImageData:
         return (x - mean) / std
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, augment: bool = False,
-                limit: int | None = None, generator: torch.Generator | None = None):
-        """Yield ``(images, labels)`` batches on the data's device, images already prepared."""
+                limit: int | None = None, generator: torch.Generator | None = None, merge_single: bool = False):
+        """Yield ``(images, labels)`` batches on the data's device, images already prepared.
+
+        ``merge_single``: a last batch of one image joins the batch before it (``fit`` asks for
+        this: a batch norm cannot normalise one value per channel, as on a 1x1 map)."""
         x, y = self.split(split)
-        n = len(x) if limit is None else min(limit, len(x))
-        if shuffle:
-            order = torch.randperm(len(x), generator=generator)[:n].to(x.device)
-        else:
-            order = torch.arange(n, device=x.device)
-        for i in range(0, n, batch_size):
-            idx = order[i : i + batch_size]
+        for idx in batch_indices(len(x), batch_size, shuffle, limit, generator, merge_single, x.device):
             yield self.prepare(x[idx], augment=augment, generator=generator), y[idx]
 
     def images(self, split: str = "test", index: int | list[int] = 0) -> Tensor:
@@ -265,6 +265,21 @@ class ImageData:
         x, _ = self.split(split)
         idx = [index] if isinstance(index, int) else list(index)
         return self.prepare(x[idx])
+
+
+def batch_indices(n: int, batch_size: int, shuffle: bool = False, limit: int | None = None,
+                  generator: torch.Generator | None = None, merge_single: bool = False,
+                  device: torch.device | str = "cpu"):
+    """Index tensors of the batches over ``n`` items (the first ``limit`` of a shuffled order, or
+    the first ``limit`` in order). With ``merge_single`` a last batch of one item is merged into
+    the batch before it, which then has ``batch_size + 1`` items."""
+    m = n if limit is None else min(limit, n)
+    order = (torch.randperm(n, generator=generator)[:m] if shuffle else torch.arange(m)).to(device)
+    starts = list(range(0, m, batch_size))
+    if merge_single and len(starts) > 1 and m - starts[-1] == 1:
+        starts.pop()
+    for i, start in enumerate(starts):
+        yield order[start : starts[i + 1] if i + 1 < len(starts) else m]
 
 
 def channel_stats(x: Tensor, chunk: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -361,12 +376,9 @@ class SegmentationData(ImageData):
                          "mask); build it at the size you want instead")
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, augment: bool = False,
-                limit: int | None = None, generator: torch.Generator | None = None):
+                limit: int | None = None, generator: torch.Generator | None = None, merge_single: bool = False):
         x, y = self.split(split)
-        n = len(x) if limit is None else min(limit, len(x))
-        order = (torch.randperm(len(x), generator=generator)[:n] if shuffle else torch.arange(n)).to(x.device)
-        for i in range(0, n, batch_size):
-            idx = order[i : i + batch_size]
+        for idx in batch_indices(len(x), batch_size, shuffle, limit, generator, merge_single, x.device):
             images, masks = x[idx].float().div_(255), y[idx]
             if augment:  # the mask rides along as one more channel, so both get the same flip and shift
                 both = random_flip_and_shift(torch.cat([images, masks.unsqueeze(1).float()], 1),

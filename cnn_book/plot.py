@@ -131,7 +131,7 @@ def training_curves(*histories: History, labels: Sequence[str] | None = None) ->
         ax1.plot(h.epochs, h.test_loss, "s--", color=line.get_color(), label=f"{label} test")
         ax2.plot(h.epochs, [100 * a for a in h.train_acc], "o-", color=line.get_color(), label=f"{label} train")
         ax2.plot(h.epochs, [100 * a for a in h.test_acc], "s--", color=line.get_color(), label=f"{label} test")
-    ax1.set(title="Cross-entropy loss (thin: every step)", xlabel="epoch", ylabel="loss")
+    ax1.set(title="Loss (thin: every step)", xlabel="epoch", ylabel="loss")
     ax2.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)

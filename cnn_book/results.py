@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 from .inspect import ModelSummary
-from .train import History, quick_mode
+from .settings import quick_mode
+from .train import History
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "book" / "results"
 
@@ -35,8 +36,8 @@ def record(key: str, chapter: str, history: History, summary: ModelSummary) -> P
         "train_seconds": round(history.train_seconds, 1), "wall_seconds": round(history.wall_seconds, 1),
         "images_per_s": round(history.images_per_s), "device": history.device,
     }
-    if history.test_miou:  # a segmentation model: test_acc is pixel accuracy, and the mean IoU is kept too
-        row["test_miou"] = history.test_miou[-1]
+    if history.curves.get("test_miou"):  # segmentation: test_acc is pixel accuracy; the mean IoU is kept too
+        row["test_miou"] = history.curves["test_miou"][-1]
     path = folder / f"{key}.json"
     path.write_text(json.dumps(row, indent=1) + "\n")
     print(f"Recorded in the book's results table: {path.name}")

@@ -1,38 +1,44 @@
-"""Brief, honest training: ``fit`` and ``evaluate`` for the book's chapters.
+"""Brief, honest training: one ``fit`` loop for every kind of chapter.
 
-- The device is chosen automatically (cuda, then mps, then cpu); bf16 autocast on CUDA;
-  channels_last memory layout on CUDA and on CPU (20-30 % faster training for the small CNNs of
-  the first chapters on a 2-core CPU, measured; neutral for AlexNet). Data stay on the device
-  (``cnn_book.data.ImageData``): no per-sample work.
-- Every run prints the device, the wall time, the training images per second and the test accuracy.
-- Quick mode: with ``CNN_BOOK_QUICK=1`` in the environment (what ``make test`` runs the chapters
-  with), training is capped to ``QUICK_EPOCHS`` epochs of ``QUICK_TRAIN_IMAGES`` images and tested on
-  ``QUICK_TEST_IMAGES``, and the output says so.
+- What differs between kinds of work (the loss and its parts, the metrics, the checks) lives in a
+  task (``cnn_book.tasks``); the data names its task, so ``fit(model, data, epochs)`` serves them all.
+- The device is chosen automatically (cuda, then mps, then cpu) and the precision follows it
+  (``precision_for``): bf16 autocast on CUDA compute capability 8.0 or higher, fp16 autocast with
+  a GradScaler below that (Colab's T4), fp32 on CPU and MPS unless asked.
+- channels_last memory layout on CUDA and CPU (20-30 % faster for the small CNNs of the first
+  chapters on a 2-core CPU, measured). Data stay on the device (``cnn_book.data.ImageData``).
+- Mistakes are caught before the first step (``check_setup``), in the reader's words.
+- Every run prints the device, the precision, the wall time, the training images per second and
+  the task's figures. Quick mode (``CNN_BOOK_QUICK=1``, what ``make test`` runs the chapters with)
+  caps training to ``QUICK_EPOCHS`` epochs of ``QUICK_TRAIN_IMAGES`` images, and says so.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from .data import ImageData
+from .settings import progress_bars, quick_mode
+from .tasks import SegmentationScores, Task, dense_targets, dice_loss, get_task, main_output
+
+__all__ = ["fit", "evaluate", "predict", "segmentation_scores", "precision_for", "Precision", "History",
+           "check_setup", "default_device", "describe_device", "quick_mode", "dense_targets", "dice_loss",
+           "SegmentationScores"]
 
 QUICK_EPOCHS = 2
 QUICK_TRAIN_IMAGES = 2048
 QUICK_TEST_IMAGES = 1000
 
-
-def quick_mode() -> bool:
-    """True when ``CNN_BOOK_QUICK`` is set to anything but '', '0', 'false' or 'no'."""
-    return os.environ.get("CNN_BOOK_QUICK", "").strip().lower() not in ("", "0", "false", "no")
+# fp16: the GradScaler skips a step whose gradients overflowed, and OneCycleLR then warns that it was
+# stepped before the optimiser. That is the scaler working as meant, not a mistake to report.
+warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
 
 
 def default_device() -> torch.device:
@@ -45,7 +51,7 @@ def default_device() -> torch.device:
 
 
 def describe_device(device: torch.device) -> str:
-    """'cuda (NVIDIA H100 80GB HBM3)', 'cpu (2 threads)', ... for the printed summaries."""
+    """'cuda (Tesla T4)', 'cpu (2 threads)', ... for the printed summaries."""
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
@@ -53,27 +59,91 @@ def describe_device(device: torch.device) -> str:
     return device.type
 
 
+@dataclass(frozen=True)
+class Precision:
+    """How the forward pass computes: ``name`` "fp32", "bf16" or "fp16"; ``dtype`` is autocast's."""
+
+    name: str
+    dtype: torch.dtype | None = None
+
+    @property
+    def scaled(self) -> bool:
+        """fp16's range ends at 65,504, so small gradients underflow: the loss is scaled up and the
+        gradients down again (``torch.amp.GradScaler``). bf16 has fp32's range and needs no scaler."""
+        return self.name == "fp16"
+
+    def autocast(self, device: torch.device):
+        return torch.autocast(device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+
+
+PRECISIONS = {"fp32": Precision("fp32"), "bf16": Precision("bf16", torch.bfloat16),
+              "fp16": Precision("fp16", torch.float16)}
+
+
+def precision_for(device: torch.device | str, capability: tuple[int, int] | None = None,
+                  prefer: str | None = None) -> Precision:
+    """The precision ``fit`` trains in on ``device``.
+
+    - ``prefer`` ("fp32", "bf16" or "fp16") when given: what you ask for, on any device.
+    - CUDA with compute capability 8.0 or higher (A100, L4, RTX 30xx, H100): bf16 autocast.
+    - CUDA below 8.0 (Colab's T4 is 7.5, a V100 7.0): fp16 autocast with a GradScaler; these GPUs
+      have fp16 tensor cores and no bf16 ones.
+    - CPU and MPS: fp32.
+
+    ``capability`` stands in for ``torch.cuda.get_device_capability(device)`` (for tests).
+    """
+    if prefer is not None:
+        if prefer not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {prefer!r}")
+        return PRECISIONS[prefer]
+    device = torch.device(device)
+    if device.type != "cuda":
+        return PRECISIONS["fp32"]
+    capability = capability or torch.cuda.get_device_capability(device)
+    return PRECISIONS["bf16" if tuple(capability) >= (8, 0) else "fp16"]
+
+
 @dataclass
 class History:
-    """What ``fit`` measured: per-epoch curves, per-step training loss, and the run's totals."""
+    """What ``fit`` measured. ``curves`` holds one value per epoch under "train_<name>" and
+    "test_<name>" (the loss, its parts, the task's metrics: "test_acc", "test_miou", ...), which
+    read as attributes too (``history.test_acc``); ``step_curves`` the loss and metrics over each
+    ``log_every`` training steps."""
 
     model: str = ""
+    task: str = ""
     device: str = ""
+    precision: str = ""
     quick: bool = False
     input_shape: tuple[int, ...] = ()  # (C, H, W) of what the model was fed
     epochs: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
-    test_loss: list[float] = field(default_factory=list)
-    test_acc: list[float] = field(default_factory=list)  # pixel accuracy for a segmentation model
-    test_miou: list[float] = field(default_factory=list)  # segmentation only: mean IoU per epoch
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    steps: list[int] = field(default_factory=list)  # the step at the end of each window
+    step_curves: dict[str, list[float]] = field(default_factory=dict)
     epoch_seconds: list[float] = field(default_factory=list)
-    steps: list[int] = field(default_factory=list)  # step index of each entry of step_loss
-    step_loss: list[float] = field(default_factory=list)
-    step_error: list[float] = field(default_factory=list)  # training error over the same steps, in [0, 1]
     train_images: int = 0
     train_seconds: float = 0.0  # time in training steps only
     wall_seconds: float = 0.0  # the whole fit, evaluation included
+    skipped_steps: int = 0  # fp16: steps the GradScaler skipped because a gradient overflowed
+
+    def __getattr__(self, name: str):
+        curves = self.__dict__.get("curves", {})
+        if name in curves:
+            return curves[name]
+        raise AttributeError(f"History has no {name!r}; its curves are {', '.join(sorted(curves))}")
+
+    def log(self, where: str, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.curves.setdefault(f"{where}_{k}", []).append(v)
+
+    @property
+    def step_loss(self) -> list[float]:
+        return self.step_curves.get("loss", [])
+
+    @property
+    def step_error(self) -> list[float]:
+        """Training error (1 - accuracy) over each window of steps, in [0, 1]."""
+        return [1 - a for a in self.step_curves.get("acc", [])]
 
     @property
     def images_per_s(self) -> float:
@@ -81,16 +151,11 @@ class History:
 
     @property
     def final_test_acc(self) -> float:
-        return self.test_acc[-1] if self.test_acc else float("nan")
+        return self.curves.get("test_acc", [float("nan")])[-1]
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "images_per_s": self.images_per_s, "final_test_acc": self.final_test_acc}
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return {**asdict(self), **self.curves, "images_per_s": self.images_per_s,
+                "final_test_acc": self.final_test_acc}
 
 
 def _channels_last(device: torch.device) -> bool:
@@ -101,29 +166,60 @@ def _to_model_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if _channels_last(device) else x
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, data: ImageData, split: str = "test", batch_size: int = 1000,
-             limit: int | None = None) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy in [0, 1]) of ``model`` on ``split``, on the data's device.
+def _count(data: ImageData, split: str, limit: int | None) -> int:
+    n = len(data.split(split)[0])
+    if n == 0 or limit == 0:
+        raise ValueError(f"the {split} split of {data.name} is empty{' (limit=0)' if n else ''}: "
+                         "there is nothing to train or score")
+    return n if limit is None else min(n, limit)
 
-    In quick mode, ``limit`` defaults to ``QUICK_TEST_IMAGES``."""
+
+def _add(sums: dict, values: dict, weight: float = 1) -> None:
+    for k, v in values.items():
+        v = v.detach() if isinstance(v, torch.Tensor) else v
+        sums[k] = sums.get(k, 0) + v * weight
+
+
+@torch.no_grad()
+def _run(model, data, split, batch_size, limit, task, precision) -> tuple[dict, dict, int]:
+    """(loss sums weighted by images, the task's score sums, images) of ``model`` over ``split``."""
     if limit is None and quick_mode():
         limit = QUICK_TEST_IMAGES
+    _count(data, split, limit)
     device = data.device
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    n = 0
+    losses, sums, n = {}, {}, 0
     for x, y in data.batches(split, batch_size, limit=limit):
-        with _autocast(device):
-            logits = model(_to_model_layout(x, device))
-        y = dense_targets(logits, y)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-        n += y.numel()  # images, or pixels for a segmentation model
+        with precision.autocast(device):
+            out = model(_to_model_layout(x, device))
+            loss, parts = task.loss(model, out, y)
+        _add(losses, {"loss": loss, **parts}, len(x))
+        _add(sums, task.score(out, y))
+        n += len(x)
     model.train(was_training)
-    return loss_sum.item() / n, correct.item() / n
+    return losses, sums, n
+
+
+def evaluate(model: nn.Module, data: ImageData, split: str = "test", batch_size: int | None = None,
+             limit: int | None = None, *, task: Task | None = None, precision: str | None = None) -> dict[str, float]:
+    """The task's loss, its parts and its metrics of ``model`` on ``split``, on the data's device:
+    ``{"loss": 0.31, "acc": 0.89}`` for a classifier. In quick mode ``limit`` defaults to
+    ``QUICK_TEST_IMAGES``; ``batch_size`` defaults to the task's ``eval_batch_size``."""
+    task = task or get_task(data.task)
+    batch_size = batch_size or task.eval_batch_size
+    losses, sums, n = _run(model, data, split, batch_size, limit, task, precision_for(data.device, prefer=precision))
+    return {**{k: v.item() / n for k, v in losses.items()}, **task.metrics(sums)}
+
+
+def segmentation_scores(model: nn.Module, data: ImageData, split: str = "test", batch_size: int = 200,
+                        limit: int | None = None) -> SegmentationScores:
+    """Confusion matrix, IoU per class, mean IoU and pixel accuracy of a model that scores every
+    pixel, on ``split`` (in quick mode at most ``QUICK_TEST_IMAGES`` images); ``loss`` is the
+    mean cross-entropy per pixel."""
+    losses, sums, n = _run(model, data, split, batch_size, limit, get_task("segmentation"),
+                           precision_for(data.device))
+    return SegmentationScores(list(data.classes), sums["confusion"].cpu(), losses["loss"].item() / n)
 
 
 @torch.no_grad()
@@ -133,72 +229,18 @@ def predict(model: nn.Module, data: ImageData, split: str = "test", batch_size: 
     defaults to ``QUICK_TEST_IMAGES``."""
     if limit is None and quick_mode():
         limit = QUICK_TEST_IMAGES
-    device = data.device
+    _count(data, split, limit)
+    device, precision = data.device, precision_for(data.device)
     was_training = model.training
     model.eval()
     preds, targets = [], []
     for x, y in data.batches(split, batch_size, limit=limit):
-        with _autocast(device):
-            logits = model(_to_model_layout(x, device))
+        with precision.autocast(device):
+            logits = main_output(model(_to_model_layout(x, device)))
         preds.append(logits.argmax(1).cpu())
         targets.append(dense_targets(logits, y).cpu())
     model.train(was_training)
     return torch.cat(preds), torch.cat(targets)
-
-
-@dataclass
-class SegmentationScores:
-    """Per-pixel scores of a segmentation model. ``confusion[t, p]`` counts pixels of true class t
-    predicted as p. IoU_c = TP / (TP + FP + FN); ``mean_iou`` averages it over the classes present
-    (in the truth or the predictions); ``class_accuracy[c]`` is the share of class-c pixels found."""
-
-    classes: list[str]
-    confusion: torch.Tensor
-    loss: float
-
-    @property
-    def iou(self) -> torch.Tensor:
-        tp = self.confusion.diag().double()
-        union = self.confusion.sum(0).double() + self.confusion.sum(1).double() - tp
-        return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
-
-    @property
-    def mean_iou(self) -> float:
-        return self.iou.nanmean().item()
-
-    @property
-    def class_accuracy(self) -> torch.Tensor:
-        total = self.confusion.sum(1).double()
-        return torch.where(total > 0, self.confusion.diag().double() / total.clamp(min=1),
-                           torch.full_like(total, float("nan")))
-
-    @property
-    def pixel_accuracy(self) -> float:
-        return (self.confusion.diag().sum() / self.confusion.sum()).item()
-
-
-@torch.no_grad()
-def segmentation_scores(model: nn.Module, data: ImageData, split: str = "test", batch_size: int = 200,
-                        limit: int | None = None) -> SegmentationScores:
-    """Confusion matrix, IoU per class, mean IoU and pixel accuracy of a model that scores every
-    pixel, on ``split`` (in quick mode at most ``QUICK_TEST_IMAGES`` images)."""
-    if limit is None and quick_mode():
-        limit = QUICK_TEST_IMAGES
-    device = data.device
-    k = len(data.classes)
-    was_training = model.training
-    model.eval()
-    confusion = torch.zeros(k * k, device=device, dtype=torch.long)
-    loss_sum, n = torch.zeros((), device=device), 0
-    for x, y in data.batches(split, batch_size, limit=limit):
-        with _autocast(device):
-            logits = model(_to_model_layout(x, device))
-        y = dense_targets(logits, y)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        confusion += torch.bincount((y * k + logits.argmax(1)).flatten(), minlength=k * k)
-        n += y.numel()
-    model.train(was_training)
-    return SegmentationScores(list(data.classes), confusion.view(k, k).cpu(), loss_sum.item() / n)
 
 
 def _optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -209,164 +251,127 @@ def _optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {name!r}")
 
 
-def dense_targets(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The targets that ``logits`` score: ``y`` itself, or for a segmentation model whose output is
-    smaller than its input (U-Net without padding) the central part of the masks ``y`` it covers."""
-    if logits.dim() == 4 and y.shape[-2:] != logits.shape[-2:]:
-        h, w = logits.shape[-2:]
-        top, left = (y.shape[-2] - h) // 2, (y.shape[-1] - w) // 2
-        y = y[..., top : top + h, left : left + w]
-    return y
+@torch.no_grad()
+def check_setup(model: nn.Module, data: ImageData, task: Task, *, epochs: int = 1, batch_size: int = 1,
+                lr: float = 1e-3, precision: Precision = PRECISIONS["fp32"]) -> None:
+    """Catch the mistakes that would otherwise fail deep inside a loss after a full epoch, before
+    any work: the settings, an empty split, and the model's output against the data and the task
+    (number of classes, one score per image or per pixel, mask sizes), from one forward pass of two
+    training images in eval mode (no statistics move, no random numbers are drawn)."""
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    if not lr > 0:
+        raise ValueError(f"the learning rate must be positive, got lr={lr!r}")
+    _count(data, "train", None)
+    _count(data, "test", None)
+    x, y = next(data.batches("train", 2))
+    was_training = model.training
+    with precision.autocast(data.device):
+        out = model.eval()(_to_model_layout(x, data.device))
+    model.train(was_training)
+    task.check(out, y, data)
 
 
-def dice_loss(logits: torch.Tensor, y: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - the soft Dice coefficient, averaged over classes: for each class c,
-    Dice_c = (2 sum p_c g_c + eps) / (sum p_c + sum g_c + eps) over all pixels of the batch, with p_c
-    the softmax probability and g_c the one-hot mask. Insensitive to how many pixels a class has,
-    which cross-entropy is not (Milletari et al., 2016)."""
-    p = logits.float().softmax(1)  # (N, C, H, W)
-    g = F.one_hot(y, p.shape[1]).permute(0, 3, 1, 2).float()
-    dims = (0, 2, 3)
-    dice = (2 * (p * g).sum(dims) + eps) / (p.sum(dims) + g.sum(dims) + eps)
-    return 1 - dice.mean()
-
-
-LOSSES = ("cross_entropy", "dice", "cross_entropy+dice")
-
-
-def _loss(model: nn.Module, out, y: torch.Tensor, label_smoothing: float,
-          kind: str = "cross_entropy") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(logits, loss, targets). A model with auxiliary classifiers (GoogLeNet in training) returns
-    (logits, aux, ...); each auxiliary loss is added with the model's ``aux_loss_weight`` (the paper's 0.3).
-    For dense outputs the targets are the masks cropped to the output (``dense_targets``)."""
-    logits, aux = (out[0], [a for a in out[1:] if a is not None]) if isinstance(out, tuple) else (out, [])
-    y = dense_targets(logits, y)
-    loss = torch.zeros((), device=logits.device)
-    if kind in ("cross_entropy", "cross_entropy+dice"):
-        loss = loss + F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-    if kind in ("dice", "cross_entropy+dice"):
-        loss = loss + dice_loss(logits, y)
-    for a in aux:
-        loss = loss + model.aux_loss_weight * F.cross_entropy(a.float(), y, label_smoothing=label_smoothing)
-    return logits, loss, y
+def _step(loss: torch.Tensor, opt, scaler: torch.amp.GradScaler, grad_clip: float | None, model: nn.Module) -> bool:
+    """One optimiser step; True when the GradScaler skipped it because a gradient was inf or nan."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()  # without a scaler (fp32, bf16): loss.backward()
+    if grad_clip is not None:
+        scaler.unscale_(opt)  # clip the true gradients, not the scaled ones (2**16 times larger)
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if not scaler.is_enabled():
+        opt.step()
+        return False
+    scale = scaler.get_scale()
+    scaler.step(opt)  # skipped if a gradient overflowed; update() then halves the scale
+    scaler.update()
+    return scaler.get_scale() < scale
 
 
 def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int = 128,
-        optimizer: str = "adamw", lr: float = 2e-3, weight_decay: float = 5e-4,
-        label_smoothing: float = 0.0, augment: bool = False, device: torch.device | str | None = None,
-        seed: int = 0, progress: bool | None = None, log_every: int = 20, loss: str = "cross_entropy") -> History:
+        optimizer: str = "adamw", lr: float = 2e-3, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
+        augment: bool = False, loss: str | None = None, task: Task | None = None, precision: str | None = None,
+        grad_clip: float | None = None, device: torch.device | str | None = None, seed: int = 0,
+        progress: bool | None = None, log_every: int = 20) -> History:
     """Train ``model`` on ``data`` with a one-cycle learning-rate schedule; return the ``History``.
 
-    Classification, or segmentation when the model scores every pixel (``data`` a
-    ``SegmentationData``): then accuracy counts pixels, ``loss`` may be "dice" or
-    "cross_entropy+dice", and each epoch also reports the test mean IoU.
-
-    ``data`` is moved to ``device`` (default: ``default_device()``) if it is not there yet. Prints
-    one line per epoch and a summary with the device, wall time, images/s and test accuracy.
-    ``progress``: a tqdm progress bar (default on, off when ``CNN_BOOK_PROGRESS=0``).
+    ``task``: what the loss and the metrics are; by default the one ``data.task`` names, built
+    with ``loss`` (e.g. "cross_entropy+dice" for segmentation) and ``label_smoothing``.
+    ``precision``: "fp32", "bf16" or "fp16" (with a GradScaler); by default ``precision_for(device)``.
+    ``grad_clip``: clip the gradients' global norm to this value (after unscaling, under fp16).
+    ``data`` is moved to ``device`` (default: ``default_device()``) if it is not there yet.
+    A last training batch of a single image (which a batch norm on a 1x1 map cannot normalise) is
+    merged into the batch before it. Prints one line per epoch and a summary.
     """
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    dense = getattr(data, "task", "") == "segmentation"
+    task = task or get_task(data.task, loss=loss, label_smoothing=label_smoothing)
     device = torch.device(device) if device is not None else default_device()
-    if data.device != device:
-        data = data.to(device)
+    data = data if data.device == device else data.to(device)
+    prec = precision_for(device, prefer=precision)
     quick = quick_mode()
-    train_limit = QUICK_TRAIN_IMAGES if quick else None
-    test_limit = QUICK_TEST_IMAGES if quick else None
-    if quick:
-        epochs = min(epochs, QUICK_EPOCHS)
-    n_train = min(train_limit or len(data.train_x), len(data.train_x))
-    n_test = min(test_limit or len(data.test_x), len(data.test_x))
-    steps_per_epoch = math.ceil(n_train / batch_size)
+    train_limit, test_limit = (QUICK_TRAIN_IMAGES, QUICK_TEST_IMAGES) if quick else (None, None)
+    epochs = min(epochs, QUICK_EPOCHS) if quick and isinstance(epochs, int) else epochs
+    model.to(device, memory_format=torch.channels_last if _channels_last(device) else torch.preserve_format)
+    check_setup(model, data, task, epochs=epochs, batch_size=batch_size, lr=lr, precision=prec)
+    n_train, n_test = _count(data, "train", train_limit), _count(data, "test", test_limit)
+    steps_per_epoch = max(1, n_train // batch_size + (n_train % batch_size > 1))  # a lone last image merges
     log_every = max(1, min(log_every, steps_per_epoch))
-    if progress is None:
-        progress = os.environ.get("CNN_BOOK_PROGRESS", "1") != "0"
+    progress = progress_bars() if progress is None else progress
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model.to(device)
-    if _channels_last(device):
-        model.to(memory_format=torch.channels_last)
     opt = _optimizer(optimizer, model.parameters(), lr, weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
-
+    scaler = torch.amp.GradScaler(device.type, enabled=prec.scaled)
     name = getattr(model, "name", None) or type(model).__name__
-    hist = History(model=name, device=describe_device(device), quick=quick, input_shape=tuple(data.input_shape))
+    hist = History(model=name, task=task.name, device=describe_device(device), precision=prec.name,
+                   quick=quick, input_shape=tuple(data.input_shape))
     if quick:
         print(f"QUICK MODE (CNN_BOOK_QUICK=1): {epochs} epoch(s) on {n_train:,} training images, "
               f"tested on {n_test:,}. A smoke test, not the chapter's result.")
     c, h, w = data.input_shape
     print(f"Training {name} on {data.name} ({n_train:,} train / {n_test:,} test images, {c}x{h}x{w}) "
-          f"for {epochs} epochs on {hist.device}: batch {batch_size}, {optimizer} lr {lr:g} one-cycle"
-          f"{', augmented' if augment else ''}")
+          f"for {epochs} epochs on {hist.device} in {prec.name}: batch {batch_size}, {optimizer} lr {lr:g} "
+          f"one-cycle{', augmented' if augment else ''}")
 
-    start = time.perf_counter()
-    step = 0
+    start, step = time.perf_counter(), 0
     for epoch in range(1, epochs + 1):
         model.train()
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        window = torch.zeros((), device=device)
-        window_correct = torch.zeros((), device=device, dtype=torch.long)
-        window_seen = 0
-        in_window = 0
-        seen = counted = 0
+        t0, seen, losses, sums, window, in_window = time.perf_counter(), 0, {}, {}, {}, 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress)
         for x, y in data.batches("train", batch_size, shuffle=True, augment=augment, limit=train_limit,
-                                 generator=gen):
-            with _autocast(device):
-                logits, batch_loss_t, y = _loss(model, model(_to_model_layout(x, device)), y, label_smoothing, loss)
-            opt.zero_grad(set_to_none=True)
-            batch_loss_t.backward()
-            opt.step()
+                                 generator=gen, merge_single=True):
+            with prec.autocast(device):
+                out = model(_to_model_layout(x, device))
+                loss_t, parts = task.loss(model, out, y)
+            hist.skipped_steps += _step(loss_t, opt, scaler, grad_clip, model)
             sched.step()
-            step += 1
-            seen += len(y)
-            counted += y.numel()  # images, or pixels for a segmentation model
-            batch_loss = batch_loss_t.detach()
-            loss_sum += batch_loss * len(y)
-            window += batch_loss
-            in_window += 1
-            right = (logits.argmax(1) == y).sum()
-            correct += right
-            window_correct += right
-            window_seen += y.numel()
+            step, seen, in_window = step + 1, seen + len(x), in_window + 1
+            scores = task.score(out, y)
+            _add(losses, {"loss": loss_t, **parts}, len(x))
+            _add(sums, scores)
+            _add(window, {"loss": loss_t, **scores})
             if in_window == log_every:  # one host-device sync every log_every steps, not every step
                 hist.steps.append(step)
-                hist.step_loss.append(window.item() / in_window)
-                hist.step_error.append(1 - window_correct.item() / window_seen)
-                window.zero_()
-                window_correct.zero_()
-                in_window = window_seen = 0
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / counted:.1%}")
+                for k, v in {"loss": window.pop("loss").item() / in_window, **task.metrics(window)}.items():
+                    hist.step_curves.setdefault(k, []).append(v)
+                window, in_window = {}, 0
+                bar.set_postfix(loss=f"{losses['loss'].item() / seen:.3f}", **task.metrics(sums))
             bar.update()
         bar.close()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        train_time = time.perf_counter() - t0
-        hist.train_seconds += train_time
+        hist.train_seconds += time.perf_counter() - t0
         hist.train_images += seen
-        if dense:
-            scores = segmentation_scores(model, data, "test", limit=test_limit)
-            test_loss, test_acc = scores.loss, scores.pixel_accuracy
-            hist.test_miou.append(scores.mean_iou)
-        else:
-            test_loss, test_acc = evaluate(model, data, "test", limit=test_limit)
+        train = {**{k: v.item() / seen for k, v in losses.items()}, **task.metrics(sums)}
+        test = evaluate(model, data, "test", limit=test_limit, task=task, precision=prec.name)
         hist.epochs.append(epoch)
-        hist.train_loss.append(loss_sum.item() / seen)
-        hist.train_acc.append(correct.item() / counted)
-        hist.test_loss.append(test_loss)
-        hist.test_acc.append(test_acc)
+        hist.log("train", train)
+        hist.log("test", test)
         hist.epoch_seconds.append(time.perf_counter() - t0)
-        print(f"epoch {epoch:2d}/{epochs}  loss {hist.train_loss[-1]:.3f}  train acc {hist.train_acc[-1]:.1%}"
-              f"  test acc {test_acc:.1%}{f'  test mIoU {hist.test_miou[-1]:.3f}' if dense else ''}"
+        print(f"epoch {epoch:2d}/{epochs}  loss {train['loss']:.3f}  {task.epoch_line(train, test)}"
               f"  ({hist.epoch_seconds[-1]:.1f} s)")
     hist.wall_seconds = time.perf_counter() - start
-    print(f"Done: device {hist.device} | wall time {hist.wall_seconds:.1f} s | "
-          f"{hist.images_per_s:,.0f} train images/s | "
-          f"test {'pixel ' if dense else ''}accuracy {hist.final_test_acc:.2%}"
-          f"{f' | test mIoU {hist.test_miou[-1]:.3f}' if dense else ''}"
-          f"{' (quick mode)' if quick else ''}")
+    print(f"Done: device {hist.device} | precision {prec.name} | wall time {hist.wall_seconds:.1f} s | "
+          f"{hist.images_per_s:,.0f} train images/s | {task.summary_line(test)}{' (quick mode)' if quick else ''}")
     return hist

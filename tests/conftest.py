@@ -37,6 +37,14 @@ def small_fmnist(fmnist):
                      fmnist.test_x[:512], fmnist.test_y[:512], fmnist.mean, fmnist.std)
 
 
+@pytest.fixture(scope="session")
+def tiny_scenes(fmnist):
+    """64 training and 32 test scenes of 48x48, 11 classes (background and the ten items)."""
+    from cnn_book.data import fashion_mnist_scenes
+
+    return fashion_mnist_scenes(fmnist, n_train=64, n_test=32, canvas=48)
+
+
 @pytest.fixture(autouse=True)
 def _no_progress_bars(monkeypatch):
     monkeypatch.setenv("CNN_BOOK_PROGRESS", "0")

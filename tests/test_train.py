@@ -3,9 +3,12 @@ import dataclasses
 import matplotlib
 import pytest
 import torch
+from torch import nn
 
-from cnn_book import plot, train
+from cnn_book import plot, settings, train
+from cnn_book.data import ImageData, batch_indices
 from cnn_book.models import get_model
+from cnn_book.tasks import Task, register_task
 
 matplotlib.use("Agg")
 
@@ -17,11 +20,15 @@ def test_loss_falls_and_accuracy_rises_on_a_small_subset(small_fmnist, capsys):
     assert hist.train_images == 4 * 1024 and hist.images_per_s > 0 and hist.wall_seconds >= hist.train_seconds
     assert len(hist.step_loss) == len(hist.steps) == len(hist.step_error) > 0
     assert all(0 <= e <= 1 for e in hist.step_error) and hist.step_error[-1] < hist.step_error[0]
+    assert hist.task == "classification" and hist.precision == "fp32" and hist.skipped_steps == 0
     out = capsys.readouterr().out
-    assert "device cpu" in out and "train images/s" in out and "test accuracy" in out and "wall time" in out
-    loss, acc = train.evaluate(get_model("lenet5"), small_fmnist)
-    assert 2.0 < loss < 2.6 and 0.0 <= acc <= 0.3  # an untrained net is near chance, log(10) = 2.30
-    assert hist.to_dict()["final_test_acc"] == hist.test_acc[-1]
+    for words in ("device cpu", "precision fp32", "train images/s", "test accuracy", "wall time", "in fp32"):
+        assert words in out
+    scores = train.evaluate(get_model("lenet5"), small_fmnist)
+    assert 2.0 < scores["loss"] < 2.6 and 0.0 <= scores["acc"] <= 0.3  # untrained: near chance, log(10) = 2.30
+    assert hist.to_dict()["final_test_acc"] == hist.test_acc[-1] == hist.to_dict()["test_acc"][-1]
+    with pytest.raises(AttributeError, match="its curves are"):
+        hist.test_miou  # a classifier has no mean IoU  # noqa: B018
 
 
 def test_quick_mode_caps_the_work_and_says_so(fmnist, monkeypatch, capsys):
@@ -35,6 +42,27 @@ def test_quick_mode_caps_the_work_and_says_so(fmnist, monkeypatch, capsys):
     assert not train.quick_mode()
 
 
+@pytest.mark.parametrize(("value", "expected"), [
+    ("1", True), ("true", True), (" Yes ", True), ("ON", True), ("0", False), ("False", False), ("no", False),
+    (" off", False), ("", None), (None, None)])
+def test_one_reading_of_the_environment(monkeypatch, value, expected):
+    for name, default, read in (("CNN_BOOK_QUICK", False, settings.quick_mode),
+                                ("CNN_BOOK_OFFLINE", False, settings.offline),
+                                ("CNN_BOOK_PROGRESS", True, settings.progress_bars)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+        assert read() is (default if expected is None else expected)
+
+
+@pytest.mark.parametrize("value", ["2", "of", "enabled", "y es"])
+def test_a_switch_it_does_not_understand_is_an_error_that_names_it(monkeypatch, value):
+    monkeypatch.setenv("CNN_BOOK_QUICK", value)
+    with pytest.raises(ValueError, match=r"CNN_BOOK_QUICK=.* is not understood: use one of 1/true/yes/on"):
+        train.quick_mode()
+
+
 def test_training_is_seeded(small_fmnist):
     runs = []
     for _ in range(2):
@@ -43,11 +71,215 @@ def test_training_is_seeded(small_fmnist):
     assert runs[0].train_loss == runs[1].train_loss and runs[0].test_acc == runs[1].test_acc
 
 
-def test_device_choice_and_bad_optimizer(small_fmnist):
-    assert train.default_device().type in ("cuda", "mps", "cpu")
-    with pytest.raises(ValueError, match="optimizer must be"):
-        train.fit(get_model("lenet5"), small_fmnist, epochs=1, optimizer="rmsprop", device="cpu")
+# --- precision -------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize(("capability", "name", "scaled"), [((7, 5), "fp16", True), ((7, 0), "fp16", True),
+                                                           ((8, 0), "bf16", False), ((9, 0), "bf16", False)])
+def test_precision_follows_the_gpu_s_compute_capability(capability, name, scaled):
+    p = train.precision_for("cuda", capability=capability)  # a T4 is (7, 5): no bf16 tensor cores
+    assert (p.name, p.scaled) == (name, scaled)
+    assert p.dtype == {"fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def test_precision_is_full_on_cpu_and_mps_unless_asked():
+    for device in ("cpu", "mps"):
+        p = train.precision_for(device)
+        assert (p.name, p.dtype, p.scaled) == ("fp32", None, False)
+    assert train.precision_for("cpu", prefer="fp16").scaled
+    assert train.precision_for("cuda", capability=(9, 0), prefer="fp16").name == "fp16"
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
+        train.precision_for("cpu", prefer="half")
+
+
+class _Overflows(nn.Module):
+    """LeNet-5 whose logits overflow fp16 (max 65,504) on its third training call, as activations
+    of a badly scaled network do under fp16 autocast."""
+
+    def __init__(self):
+        super().__init__()
+        self.net, self.calls = get_model("lenet5"), 0
+
+    def forward(self, x):
+        out = self.net(x)
+        self.calls += self.training
+        return out * 1e6 if self.training and self.calls == 3 else out
+
+
+def test_fp16_with_a_grad_scaler_skips_the_step_that_overflowed_and_trains_on(small_fmnist, capsys):
+    torch.manual_seed(0)
+    model = _Overflows()
+    snapshots = []
+    model.register_forward_pre_hook(
+        lambda m, _: snapshots.append([p.detach().clone() for p in m.parameters()]) if m.training else None)
+    hist = train.fit(model, small_fmnist, epochs=3, batch_size=64, lr=3e-3, device="cpu", precision="fp16")
+    assert hist.precision == "fp16" and "precision fp16" in capsys.readouterr().out
+    assert hist.skipped_steps == 1
+    # the third step was skipped: the weights before the fourth forward are those before the third
+    assert all(torch.equal(a, b) for a, b in zip(snapshots[2], snapshots[3], strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(snapshots[1], snapshots[2], strict=True))
+    assert hist.train_loss[-1] < 0.8 * hist.train_loss[1] and hist.test_acc[-1] > 0.6
+
+
+def test_gradients_are_unscaled_before_they_are_clipped():
+    """One clipped SGD step under fp16 + GradScaler moves the weights as the fp32 step does; clipping
+    the still-scaled gradients would shrink the step 65,536-fold."""
+    x, y = torch.randn(16, 20), torch.randint(0, 5, (16,))
+    steps = {}
+    for name in ("fp32", "fp16"):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 5))
+        before = [p.detach().clone() for p in model.parameters()]
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        prec = train.precision_for("cpu", prefer=name)
+        scaler = torch.amp.GradScaler("cpu", enabled=prec.scaled)
+        with prec.autocast(torch.device("cpu")):
+            loss = nn.functional.cross_entropy(model(x).float(), y)
+        assert not train._step(loss, opt, scaler, 0.05, model)
+        steps[name] = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before, strict=True)])
+        assert scaler.get_scale() == (65536.0 if prec.scaled else 1.0)
+    assert steps["fp32"].norm() == pytest.approx(0.05, rel=1e-4)  # lr 1: the step is the clipped gradient
+    assert steps["fp16"].norm() == pytest.approx(0.05, rel=1e-2)
+    assert torch.allclose(steps["fp16"], steps["fp32"], atol=2e-3)
+
+
+# --- mistakes caught before the first step --------------------------------------------------------
+
+def _untouched(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize(("build", "match"), [
+    (lambda: get_model("lenet5", num_classes=5), r"scores 5 classes per image but Fashion-MNIST has 10 classes"),
+    (lambda: get_model("lenet5", num_classes=20), r"scores 20 classes .* num_classes=10"),
+    (lambda: get_model("unet", num_classes=10, in_channels=1, base_width=4, depth=2, padding="same"),
+     r"one class per image, so the model must output scores of shape \(N, 10\); it outputs \(2, 10, 28, 28\)"),
+])
+def test_a_model_that_does_not_fit_the_data_is_refused_before_any_work(small_fmnist, capsys, build, match):
+    model = build()
+    weights = _untouched(model)
+    with pytest.raises(ValueError, match=match):
+        train.fit(model, small_fmnist, epochs=1, device="cpu")
+    assert "Training" not in capsys.readouterr().out
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))
+
+
+def test_segmentation_mistakes_are_refused_before_any_work(tiny_scenes):
+    with pytest.raises(ValueError, match=r"a class for every pixel .* it outputs \(2, 11\), one score per image"):
+        train.fit(get_model("lenet5", num_classes=11), dataclasses.replace(
+            tiny_scenes, train_x=tiny_scenes.train_x[:, :, :28, :28], test_x=tiny_scenes.test_x[:, :, :28, :28],
+            train_y=tiny_scenes.train_y[:, :28, :28], test_y=tiny_scenes.test_y[:, :28, :28]), epochs=1, device="cpu")
+    unet = get_model("unet", num_classes=11, in_channels=1, base_width=4, depth=2, padding="same")
+    with pytest.raises(ValueError, match=r"scores 11 classes per pixel|masks are \(32, 32\) but its images"):
+        train.fit(unet, dataclasses.replace(tiny_scenes, train_y=tiny_scenes.train_y[:, :32, :32]), epochs=1,
+                  device="cpu")
+    with pytest.raises(ValueError, match=r"scores 3 classes per pixel but .* has 11 classes"):
+        train.fit(get_model("unet", num_classes=3, in_channels=1, base_width=4, depth=2, padding="same"),
+                  tiny_scenes, epochs=1, device="cpu")
+    assert train.fit(unet, tiny_scenes, epochs=1, batch_size=16, loss="dice", device="cpu").test_miou
+
+
+def test_a_loss_that_does_not_fit_the_task_is_refused(small_fmnist):
+    with pytest.raises(ValueError, match=r"loss='dice' does not fit a classification task, which takes "
+                                         r"'cross_entropy'"):
+        train.fit(get_model("lenet5"), small_fmnist, loss="dice", device="cpu")
+
+
+@pytest.mark.parametrize(("settings_", "match"), [
+    ({"epochs": 0}, "epochs must be a whole number of at least 1, got 0"),
+    ({"epochs": 2.5}, "epochs must be a whole number"),
+    ({"batch_size": 0}, "batch_size must be a whole number of at least 1, got 0"),
+    ({"lr": 0.0}, "the learning rate must be positive"),
+    ({"optimizer": "rmsprop"}, "optimizer must be"),
+])
+def test_settings_that_cannot_train_are_refused(small_fmnist, settings_, match):
+    with pytest.raises(ValueError, match=match):
+        train.fit(get_model("lenet5"), small_fmnist, **{"epochs": 1, **settings_}, device="cpu")
+
+
+def test_empty_splits_are_refused_with_a_message(small_fmnist):
+    empty = dataclasses.replace(small_fmnist, test_x=small_fmnist.test_x[:0], test_y=small_fmnist.test_y[:0])
+    for call in (train.evaluate, train.predict):
+        with pytest.raises(ValueError, match="the test split of Fashion-MNIST is empty"):
+            call(get_model("lenet5"), empty)
+    with pytest.raises(ValueError, match="the test split of Fashion-MNIST is empty"):
+        train.fit(get_model("lenet5"), empty, epochs=1, device="cpu")
+
+
+def test_a_last_batch_of_one_image_is_merged_into_the_one_before(small_fmnist):
+    sizes = [len(i) for i in batch_indices(129, 64, merge_single=True)]
+    assert sizes == [64, 65] and [len(i) for i in batch_indices(129, 64)] == [64, 64, 1]
+    assert [len(i) for i in batch_indices(130, 64, merge_single=True)] == [64, 64, 2]
+    assert [len(i) for i in batch_indices(1, 64, merge_single=True)] == [1]
+    # a batch norm on a 1x1 map fails on a batch of one in training; 129 images in batches of 128
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.AdaptiveAvgPool2d(1), nn.BatchNorm2d(8), nn.Flatten(),
+                          nn.Linear(8, 10))
+    data = dataclasses.replace(small_fmnist, train_x=small_fmnist.train_x[:129], train_y=small_fmnist.train_y[:129])
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        model.train()(data.images("train", [0]))
+    hist = train.fit(model, data, epochs=2, batch_size=128, device="cpu")
+    assert hist.train_images == 2 * 129
+
+
+# --- tasks: a new kind of work plugs in without touching fit ------------------------------------------
+
+@register_task
+class _Brightness(Task):
+    """A toy regression: predict each image's mean brightness. Loss: mean squared error."""
+
+    name = "brightness"
+    losses = ("mse",)
+
+    def loss(self, model, output, y):
+        mse = nn.functional.mse_loss(output.squeeze(1).float(), y)
+        return mse, {"mse": mse}
+
+    def score(self, output, y):
+        return {"abs_error": (output.squeeze(1).float() - y).abs().sum(), "count": len(y)}
+
+    def metrics(self, sums):
+        return {"mae": sums["abs_error"].item() / sums["count"]}
+
+    def epoch_line(self, train, test):
+        return f"train MAE {train['mae']:.3f}  test MAE {test['mae']:.3f}"
+
+    def summary_line(self, test):
+        return f"test MAE {test['mae']:.3f}"
+
+
+class _BrightnessData(ImageData):
+    task = "brightness"
+
+
+def test_a_new_task_plugs_into_fit_without_touching_it(small_fmnist, capsys):
+    def brightness(x):
+        return ((x.float() / 255 - small_fmnist.mean[0]) / small_fmnist.std[0]).mean((1, 2, 3))
+
+    d = small_fmnist
+    data = _BrightnessData("Fashion-MNIST brightness", ["brightness"], d.train_x, brightness(d.train_x),
+                           d.test_x, brightness(d.test_x), d.mean, d.std)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1))
+    before = train.evaluate(model, data)["mae"]
+    hist = train.fit(model, data, epochs=3, batch_size=64, lr=1e-2, device="cpu")
+    assert hist.task == "brightness" and hist.test_mae[-1] < 0.5 * before
+    assert hist.train_mse[-1] < hist.train_mse[0] and len(hist.step_curves["mae"]) == len(hist.steps)
+    assert "test MAE" in capsys.readouterr().out
+
+
+def test_segmentation_reports_loss_parts_and_mean_iou(tiny_scenes):
+    torch.manual_seed(0)
+    unet = get_model("unet", num_classes=11, in_channels=1, base_width=4, depth=2, padding="same")
+    hist = train.fit(unet, tiny_scenes, epochs=2, batch_size=16, loss="cross_entropy+dice", device="cpu")
+    for where in ("train", "test"):
+        loss, ce, dice = (hist.curves[f"{where}_{k}"][-1] for k in ("loss", "cross_entropy", "dice"))
+        assert loss == pytest.approx(ce + dice, rel=1e-5)
+    scores = train.segmentation_scores(unet, tiny_scenes)
+    assert hist.test_miou[-1] == pytest.approx(scores.mean_iou) and hist.test_acc[-1] == pytest.approx(
+        scores.pixel_accuracy)
+    assert scores.loss == pytest.approx(hist.test_cross_entropy[-1], rel=1e-5)
+
+
+# --- plots and results ------------------------------------------------------------------------------
 
 def _labelled(fig):
     axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
@@ -93,11 +325,14 @@ def test_results_are_recorded_only_from_full_runs(small_fmnist, tmp_path, monkey
 
 
 def test_auxiliary_losses_are_added_with_the_model_s_weight(small_fmnist, capsys):
+    from cnn_book.tasks import Classification
+
     model = get_model("googlenet", num_classes=10, in_channels=1, small_input=True, width_mult=0.125)
     logits, aux = torch.randn(4, 10), torch.randn(4, 10)
     y = torch.tensor([0, 1, 2, 3])
     ce = torch.nn.functional.cross_entropy
-    _, loss, _ = train._loss(model, (logits, aux, None), y, 0.0)
-    assert torch.allclose(loss, ce(logits, y) + 0.3 * ce(aux, y))
+    loss, parts = Classification().loss(model, (logits, aux, None), y)
+    assert torch.allclose(loss, ce(logits, y) + 0.3 * ce(aux, y)) and torch.allclose(parts["aux"], ce(aux, y))
     hist = train.fit(model, small_fmnist, epochs=1, batch_size=64, device="cpu")  # GoogLeNet trains with aux heads
     assert hist.train_images == 1024 and "test accuracy" in capsys.readouterr().out
+    assert hist.train_loss[0] == pytest.approx(hist.train_cross_entropy[0] + 0.3 * hist.train_aux[0], rel=1e-5)

@@ -58,6 +58,8 @@ def load_torchvision_weights(model: nn.Module, name: str, weights: str = "DEFAUL
     import torch
     from torchvision.models import get_model_weights
 
+    from ..settings import offline
+
     try:
         enum = get_model_weights(name)
     except (ValueError, KeyError):
@@ -67,7 +69,7 @@ def load_torchvision_weights(model: nn.Module, name: str, weights: str = "DEFAUL
     except KeyError:
         raise ValueError(f"{name} has no weights {weights!r}; choose from {[m.name for m in enum]}") from None
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(w.url))
-    if os.environ.get("CNN_BOOK_OFFLINE", "") not in ("", "0") and not os.path.exists(cached):
+    if offline() and not os.path.exists(cached):
         raise WeightsUnavailable(f"CNN_BOOK_OFFLINE is set and torchvision's {name} weights {w.name} are not in "
                                  f"torch's cache ({cached}); unset it to download them once.")
     try:

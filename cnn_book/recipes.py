@@ -1,0 +1,174 @@
+"""Every chapter's training settings, for a CPU and for a GPU, side by side.
+
+Like torchvision's reference-training tables: one row per run a chapter makes, the CPU recipe
+(what the committed pages ran, on the book's 2-core machine) next to the GPU one (what a Colab
+reader on a T4 gets, in fp16). A chapter reads its recipe; it does not type one in:
+
+    recipe = recipes.get("alexnet")          # the GPU recipe on CUDA, the CPU one elsewhere
+    model = recipe.build()
+    history = train.fit(model, recipe.prepare(data), **recipe.fit_args)
+
+Every GPU recipe is built at its real size and takes one forward and backward step on the CPU
+in the tests, so a shape or an option that does not fit fails there, not in a reader's Colab.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+# What each data set feeds a model before resizing: (C, H, W), classes, training images, task.
+DATASETS = {
+    "fashion_mnist": ((1, 28, 28), 10, 60_000, "classification"),
+    "fashion_mnist_scenes": ((1, 64, 64), 11, 20_000, "segmentation"),  # data.fashion_mnist_scenes()
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One training run: the model and its options, the input, and ``fit``'s settings."""
+
+    model: str
+    options: dict = field(default_factory=dict)  # keyword arguments of the model's builder
+    data: str = "fashion_mnist"
+    size: int | None = None  # images resized to size x size (bilinear, on the device)
+    pad: int = 0  # a zero border of this many pixels (LeNet-1998's 32x32, VGG's 32x32)
+    train_images: int | None = None  # the first N training images only (the chapters' experiments)
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    augment: bool = True
+    loss: str | None = None  # None: the task's own (cross-entropy)
+    log_every: int = 20
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = DATASETS[self.data][0]
+        return (c, self.size, self.size) if self.size else (c, h + 2 * self.pad, w + 2 * self.pad)
+
+    @property
+    def task(self) -> str:
+        return DATASETS[self.data][3]
+
+    @property
+    def images_per_epoch(self) -> int:
+        return min(self.train_images or DATASETS[self.data][2], DATASETS[self.data][2])
+
+    @property
+    def fit_args(self) -> dict:
+        """The keyword arguments of ``train.fit``."""
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "optimizer": self.optimizer, "lr": self.lr,
+                "weight_decay": self.weight_decay, "augment": self.augment, "loss": self.loss,
+                "log_every": self.log_every}
+
+    def build(self, **options) -> nn.Module:
+        """The model, with the recipe's options (``options`` override them: a chapter's sweeps)."""
+        from .models import get_model
+
+        return get_model(self.model, **{**self.options, **options})
+
+    def prepare(self, data):
+        """``data`` as the recipe feeds it: the training subset, then the padding or resizing."""
+        if self.train_images is not None:
+            data = replace(data, train_x=data.train_x[: self.train_images], train_y=data.train_y[: self.train_images])
+        return data.with_input(size=self.size, pad=self.pad) if self.size or self.pad else data
+
+    def __str__(self) -> str:
+        opts = ", ".join(f"{k}={v}" for k, v in self.options.items() if k not in ("num_classes", "in_channels"))
+        c, h, w = self.input_shape
+        subset = f" (first {self.train_images:,} training images)" if self.train_images else ""
+        return (f"{self.model}({opts}) at {c}x{h}x{w}{subset}: {self.epochs} epochs, batch {self.batch_size}, "
+                f"{self.optimizer} lr {self.lr:g} wd {self.weight_decay:g}{', augmented' if self.augment else ''}"
+                f"{f', loss {self.loss}' if self.loss else ''}")
+
+
+def _gpu(cpu: Recipe, options: dict | None = None, **changes) -> dict[str, Recipe]:
+    """The row of a run: its CPU recipe, and the GPU one that differs from it by ``changes``."""
+    return {"cpu": cpu, "gpu": replace(cpu, options={**cpu.options, **(options or {})}, **changes)}
+
+
+_FMNIST = {"num_classes": 10, "in_channels": 1}
+
+# chapter run -> {"cpu": Recipe, "gpu": Recipe}; the GPU column lists only what differs.
+RECIPES: dict[str, dict[str, Recipe]] = {
+    # 01, 02: small enough that a CPU runs the full recipe
+    "simple_cnn": _gpu(Recipe("simple_cnn", epochs=10, lr=2e-3)),
+    "lenet5": _gpu(Recipe("lenet5", epochs=15, lr=3e-3)),
+    "lenet5_1998": _gpu(Recipe("lenet5", {"variant": "1998"}, pad=2, epochs=10, lr=3e-3)),
+    # 03: the paper's 224x224 on a GPU; 64x64 (a 1x1 map before the classifier) on a CPU
+    "alexnet": _gpu(Recipe("alexnet", {**_FMNIST, "input_size": 64}, size=64, epochs=2, lr=3e-4),
+                    options={"input_size": 224}, size=224, epochs=10),
+    # 04: VGG-11 with BN at 32x32, a quarter of the widths on a CPU
+    "vgg11_bn": _gpu(Recipe("vgg11_bn", {**_FMNIST, "width_mult": 0.25, "classifier_width": 512,
+                                         "pool_size": None, "input_size": 32}, pad=2, epochs=6),
+                     options={"width_mult": 1.0}, epochs=10),
+    # 05, 06: the small-input stems at 28x28
+    "googlenet": _gpu(Recipe("googlenet", {**_FMNIST, "small_input": True, "width_mult": 0.25}, epochs=3),
+                      options={"width_mult": 1.0}, epochs=10),
+    "resnet_cifar": _gpu(Recipe("resnet_cifar", {"depth": 20, "plain": False, "in_channels": 1}, size=14,
+                                train_images=20_000, epochs=3, optimizer="sgd", lr=0.1, weight_decay=1e-4,
+                                augment=False, log_every=10)),  # the degradation experiment: same on both
+    "resnet18": _gpu(Recipe("resnet18", {**_FMNIST, "small_input": True, "widths": (16, 32, 64, 128)}, epochs=4),
+                     options={"widths": (64, 128, 256, 512)}, epochs=10),
+    # 07: SGD with little weight decay, as the MobileNet paper advises
+    "mobilenet_v1_sweep": _gpu(Recipe("mobilenet_v1", {**_FMNIST, "alpha": 0.5, "small_input": True},
+                                      train_images=20_000, epochs=2, optimizer="sgd", lr=0.1, weight_decay=5e-5,
+                                      augment=False)),  # the alpha and resolution sweeps: same on both
+    "mobilenet_v1": _gpu(Recipe("mobilenet_v1", {**_FMNIST, "alpha": 0.5, "small_input": True}, epochs=6,
+                                optimizer="sgd", lr=0.1, weight_decay=5e-5),
+                         options={"alpha": 1.0}, epochs=15),
+    # 08: B0 unchanged, at 64x64 so that its 32x downsampling ends on a 2x2 grid
+    "efficientnet_b0": _gpu(Recipe("efficientnet_b0", _FMNIST, size=64, epochs=2), epochs=10),
+    # 09: the padded U-Net on 64x64 scenes of Fashion-MNIST items
+    "unet": _gpu(Recipe("unet", {"num_classes": 11, "in_channels": 1, "base_width": 16, "padding": "same"},
+                        data="fashion_mnist_scenes", epochs=3, batch_size=64, lr=3e-3, loss="cross_entropy+dice"),
+                 options={"base_width": 64}, epochs=10),
+}
+
+
+def get(name: str, device: torch.device | str | None = None) -> Recipe:
+    """The recipe of run ``name`` for ``device`` (default: ``train.default_device()``): the GPU
+    one on CUDA, the CPU one on a CPU or Apple's MPS."""
+    if name not in RECIPES:
+        raise ValueError(f"no recipe named {name!r}; the recipes are {', '.join(RECIPES)}")
+    if device is None:
+        from .train import default_device
+
+        device = default_device()
+    return RECIPES[name]["gpu" if torch.device(device).type == "cuda" else "cpu"]
+
+
+def one_step(recipe: Recipe, batch_size: int = 2, device: torch.device | str = "cpu") -> float:
+    """Build the recipe's model at its real size and take one training forward and backward pass on
+    a random batch at its real input size, through its task's loss; return the loss."""
+    from .tasks import get_task
+
+    torch.manual_seed(0)
+    model = recipe.build().to(device).train()
+    x = torch.randn(batch_size, *recipe.input_shape, device=device)
+    per_pixel = recipe.task == "segmentation"
+    y = torch.randint(0, DATASETS[recipe.data][1], (batch_size, *recipe.input_shape[1:])[: 3 if per_pixel else 1],
+                      device=device)
+    loss, _ = get_task(recipe.task, loss=recipe.loss).loss(model, model(x), y)
+    loss.backward()
+    return loss.item()
+
+
+def train_flops(recipe: Recipe) -> int:
+    """FLOPs of one training epoch, about 3x the forward pass of every training image: the backward
+    pass computes a gradient for the input and one for the weights of each layer, each costing what
+    the forward did. The forward is counted by ``torch.utils.flop_counter`` on a batch of 2 in
+    training mode (auxiliary heads included), 2 FLOPs per mult-add. Not the counter's backward:
+    it counts a depthwise convolution's backward as a dense one's (EfficientNet-B0's backward
+    came out 41x its forward, torch 2.14)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = recipe.build().train()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.randn(2, *recipe.input_shape))
+    return 3 * counter.get_total_flops() // 2 * recipe.images_per_epoch

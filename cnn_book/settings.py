@@ -1,0 +1,46 @@
+"""The book's environment switches, read in one place.
+
+- ``CNN_BOOK_QUICK``: quick mode, training capped to a small subset and a few steps (the tests).
+- ``CNN_BOOK_OFFLINE``: published weights only from torch's cache, never downloaded.
+- ``CNN_BOOK_PROGRESS``: tqdm progress bars while training (on unless set to a false value).
+
+Each takes 1/0, true/false, yes/no or on/off, in any case and with spaces around; unset or empty
+means the default. Anything else is an error that names the variable, so that a typo such as
+``CNN_BOOK_QUICK=of`` does not silently train for an hour.
+"""
+
+from __future__ import annotations
+
+import os
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """The yes/no value of the environment variable ``name`` (``default`` when unset or empty)."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise ValueError(f"{name}={raw!r} is not understood: use one of {'/'.join(TRUE)} to turn it on "
+                     f"or {'/'.join(FALSE)} to turn it off (any case), or leave it unset")
+
+
+def quick_mode() -> bool:
+    """``CNN_BOOK_QUICK``: train on a small subset for a few steps (off by default)."""
+    return env_flag("CNN_BOOK_QUICK")
+
+
+def offline() -> bool:
+    """``CNN_BOOK_OFFLINE``: never download published weights (off by default)."""
+    return env_flag("CNN_BOOK_OFFLINE")
+
+
+def progress_bars() -> bool:
+    """``CNN_BOOK_PROGRESS``: show progress bars while training (on by default)."""
+    return env_flag("CNN_BOOK_PROGRESS", default=True)

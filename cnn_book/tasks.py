@@ -1,0 +1,233 @@
+"""Tasks: what differs between kinds of training, so that ``train.fit`` is one loop for all.
+
+A task answers, for one batch of model outputs and targets:
+
+- ``loss(model, output, target)``: the loss to minimise and its named parts (``{"cross_entropy":
+  ..., "dice": ...}``; later ``{"reconstruction": ..., "kl": ...}`` or ``{"box": ..., "class": ...}``);
+- ``score(output, target)``: sums for the metrics, kept on the device and added over batches;
+- ``metrics(sums)``: the figures from those sums (``{"acc": 0.91}``, ``{"acc": 0.95, "miou": 0.66}``);
+- ``check(output, target, data)``: mistakes caught before the first step, in the reader's words;
+
+and says how its figures are printed (``epoch_line``, ``summary_line``). It is the seam Keras draws
+with ``compile(loss, metrics)`` and fastai with ``Learner(loss_func, metrics)``.
+
+The data names its task (``ImageData.task = "classification"``); ``TASKS`` maps the name to the
+class. A new kind of chapter registers its task with ``@register_task`` and leaves ``fit`` alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a task available under its ``name`` (what a data object names)."""
+    TASKS[cls.name] = cls
+    return cls
+
+
+def get_task(name: str, **options) -> Task:
+    """The task registered as ``name``, built with ``options`` (``loss=``, ``label_smoothing=``)."""
+    if name not in TASKS:
+        raise ValueError(f"no task named {name!r}; registered tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[name](**options)
+
+
+class Task:
+    """The interface; see the module's docstring. ``losses`` lists the ``loss=`` names it accepts."""
+
+    name: ClassVar[str] = ""
+    losses: ClassVar[tuple[str, ...]] = ()
+    eval_batch_size: ClassVar[int] = 1000  # batches are larger without gradients to keep
+
+    def __init__(self, loss: str | None = None, label_smoothing: float = 0.0) -> None:
+        loss = loss or self.losses[0]
+        if loss not in self.losses:
+            raise ValueError(f"loss={loss!r} does not fit a {self.name} task, which takes "
+                             f"{' or '.join(map(repr, self.losses))}")
+        self.loss_name, self.label_smoothing = loss, label_smoothing
+
+    def loss(self, model: nn.Module, output, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+    def score(self, output, target: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def metrics(self, sums: dict[str, Tensor]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def check(self, output, target: Tensor, data) -> None:
+        pass
+
+    def epoch_line(self, train: dict[str, float], test: dict[str, float]) -> str:
+        return "  ".join(f"test {k} {v:.3f}" for k, v in test.items() if k != "loss")
+
+    def summary_line(self, test: dict[str, float]) -> str:
+        return self.epoch_line({}, test)
+
+
+def main_output(output) -> Tensor:
+    """The prediction itself: a model with auxiliary heads (GoogLeNet in training) returns a tuple."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def dense_targets(logits: Tensor, y: Tensor) -> Tensor:
+    """The targets that ``logits`` score: ``y`` itself, or for a segmentation model whose output is
+    smaller than its input (U-Net without padding) the central part of the masks ``y`` it covers."""
+    if logits.dim() == 4 and y.shape[-2:] != logits.shape[-2:]:
+        h, w = logits.shape[-2:]
+        top, left = (y.shape[-2] - h) // 2, (y.shape[-1] - w) // 2
+        y = y[..., top : top + h, left : left + w]
+    return y
+
+
+def dice_loss(logits: Tensor, y: Tensor, eps: float = 1.0) -> Tensor:
+    """1 - the soft Dice coefficient, averaged over classes: for each class c,
+    Dice_c = (2 sum p_c g_c + eps) / (sum p_c + sum g_c + eps) over all pixels of the batch, with p_c
+    the softmax probability and g_c the one-hot mask. Insensitive to how many pixels a class has,
+    which cross-entropy is not (Milletari et al., 2016)."""
+    p = logits.float().softmax(1)  # (N, C, H, W)
+    g = F.one_hot(y, p.shape[1]).permute(0, 3, 1, 2).float()
+    dims = (0, 2, 3)
+    dice = (2 * (p * g).sum(dims) + eps) / (p.sum(dims) + g.sum(dims) + eps)
+    return 1 - dice.mean()
+
+
+def _class_count_error(k: int, data, per: str) -> ValueError:
+    n = len(data.classes)
+    return ValueError(f"the model scores {k} classes {per} but {data.name} has {n} classes "
+                      f"(labels 0 to {n - 1}): build the model with num_classes={n}")
+
+
+@register_task
+class Classification(Task):
+    """One class per image: logits (N, K) against labels (N,). Cross-entropy, accuracy.
+
+    A model with auxiliary classifiers (GoogLeNet in training) returns (logits, aux, ...); each
+    auxiliary loss is added with the model's ``aux_loss_weight`` (the paper's 0.3)."""
+
+    name = "classification"
+    losses = ("cross_entropy",)
+
+    def loss(self, model, output, y):
+        aux = [a for a in output[1:] if a is not None] if isinstance(output, tuple) else []
+        ce = F.cross_entropy(main_output(output).float(), y, label_smoothing=self.label_smoothing)
+        parts = {"cross_entropy": ce}
+        if aux:
+            parts["aux"] = sum(F.cross_entropy(a.float(), y, label_smoothing=self.label_smoothing) for a in aux)
+            return ce + model.aux_loss_weight * parts["aux"], parts
+        return ce, parts
+
+    def score(self, output, y):
+        correct = (main_output(output).argmax(1) == y).sum()
+        return {"correct": correct, "count": y.numel()}
+
+    def metrics(self, sums):
+        return {"acc": int(sums["correct"]) / int(sums["count"])}
+
+    def check(self, output, y, data):
+        out = main_output(output)
+        if out.dim() != 2:
+            raise ValueError(f"{data.name} has one class per image, so the model must output scores of shape "
+                             f"(N, {len(data.classes)}); it outputs {tuple(out.shape)}. A model that scores "
+                             "every pixel needs a segmentation data set (cnn_book.data.SegmentationData)")
+        if out.shape[1] != len(data.classes):
+            raise _class_count_error(out.shape[1], data, "per image")
+
+    def epoch_line(self, train, test):
+        return f"train acc {train['acc']:.1%}  test acc {test['acc']:.1%}"
+
+    def summary_line(self, test):
+        return f"test accuracy {test['acc']:.2%}"
+
+
+@register_task
+class Segmentation(Classification):
+    """A class for every pixel: logits (N, K, H, W) against masks (N, H, W), cropped to the output
+    when it is smaller (``dense_targets``). Accuracy counts pixels; the mean IoU averages
+    TP / (TP + FP + FN) over the classes present, from the summed confusion matrix."""
+
+    name = "segmentation"
+    losses = ("cross_entropy", "dice", "cross_entropy+dice")
+    eval_batch_size = 200  # a U-Net's maps are large: 200 scenes of 64x64 at full width fit a T4
+
+    def loss(self, model, output, y):
+        logits = main_output(output)
+        y = dense_targets(logits, y)
+        parts = {}
+        if "cross_entropy" in self.loss_name:
+            parts["cross_entropy"] = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        if "dice" in self.loss_name:
+            parts["dice"] = dice_loss(logits, y)
+        return sum(parts.values()), parts
+
+    def score(self, output, y):
+        logits = main_output(output)
+        k = logits.shape[1]
+        y = dense_targets(logits, y)
+        confusion = torch.bincount((y * k + logits.argmax(1)).flatten(), minlength=k * k).view(k, k)
+        return {"confusion": confusion}
+
+    def metrics(self, sums):
+        scores = SegmentationScores([], sums["confusion"].cpu(), float("nan"))
+        return {"acc": scores.pixel_accuracy, "miou": scores.mean_iou}
+
+    def check(self, output, y, data):
+        out = main_output(output)
+        if out.dim() != 4:
+            raise ValueError(f"{data.name} has a class for every pixel (masks of {tuple(y.shape[-2:])}), so the "
+                             f"model must output (N, {len(data.classes)}, H, W); it outputs {tuple(out.shape)}, "
+                             "one score per image: a classifier, not a segmentation model")
+        if out.shape[1] != len(data.classes):
+            raise _class_count_error(out.shape[1], data, "per pixel")
+        if data.train_x.shape[-2:] != data.train_y.shape[-2:]:
+            raise ValueError(f"{data.name}'s masks are {tuple(data.train_y.shape[-2:])} but its images are "
+                             f"{tuple(data.train_x.shape[-2:])}: every pixel needs a class")
+        if out.shape[-2] > y.shape[-2] or out.shape[-1] > y.shape[-1]:
+            raise ValueError(f"the model outputs {tuple(out.shape[-2:])} maps but the masks are only "
+                             f"{tuple(y.shape[-2:])}: there is no class for the extra pixels")
+
+    def epoch_line(self, train, test):
+        return f"{super().epoch_line(train, test)}  test mIoU {test['miou']:.3f}"
+
+    def summary_line(self, test):
+        return f"test pixel accuracy {test['acc']:.2%} | test mIoU {test['miou']:.3f}"
+
+
+@dataclass
+class SegmentationScores:
+    """Per-pixel scores of a segmentation model. ``confusion[t, p]`` counts pixels of true class t
+    predicted as p. IoU_c = TP / (TP + FP + FN); ``mean_iou`` averages it over the classes present
+    (in the truth or the predictions); ``class_accuracy[c]`` is the share of class-c pixels found."""
+
+    classes: list[str]
+    confusion: Tensor
+    loss: float
+
+    @property
+    def iou(self) -> Tensor:
+        tp = self.confusion.diag().double()
+        union = self.confusion.sum(0).double() + self.confusion.sum(1).double() - tp
+        return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+
+    @property
+    def mean_iou(self) -> float:
+        return self.iou.nanmean().item()
+
+    @property
+    def class_accuracy(self) -> Tensor:
+        total = self.confusion.sum(1).double()
+        return torch.where(total > 0, self.confusion.diag().double() / total.clamp(min=1),
+                           torch.full_like(total, float("nan")))
+
+    @property
+    def pixel_accuracy(self) -> float:
+        return (self.confusion.diag().sum() / self.confusion.sum()).item()
+

@@ -1,0 +1,99 @@
+"""Recipes as data: every chapter reads its settings from cnn_book.recipes, and every GPU recipe
+takes a real training step at its real size on the CPU, so a Colab reader never meets a mistake
+that a CPU already shows."""
+
+import ctypes
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnn_book import recipes, train
+from cnn_book.tasks import get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU = {name: row["gpu"] for name, row in recipes.RECIPES.items()}
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1)) * 1024
+
+
+def _in_child(fn) -> tuple[float, int]:
+    """Run ``fn`` in a forked child; return its result and the child's peak resident memory while
+    it ran, above what it started with, in bytes: the child hands freed heap back to the system
+    (``malloc_trim``), resets its high-water mark (``/proc/self/clear_refs``), then runs ``fn``."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one step, then its answer down the pipe
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # VmHWM := VmRSS
+            start = _status("VmRSS")
+            result = fn()
+            os.write(w, json.dumps([result, _status("VmHWM") - start]).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as pipe:
+        answer = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0 and answer, "the training step died in the child"
+    return tuple(json.loads(answer))
+
+
+def test_every_run_has_a_cpu_and_a_gpu_recipe_that_fit_its_task():
+    for name, row in recipes.RECIPES.items():
+        assert set(row) == {"cpu", "gpu"}, name
+        for recipe in row.values():
+            get_task(recipe.task, loss=recipe.loss)  # the loss fits the task
+            assert recipe.optimizer in ("sgd", "adamw") and recipe.epochs >= 1 and recipe.batch_size >= 2
+            assert recipe.lr > 0 and len(recipe.input_shape) == 3
+            assert str(recipe).startswith(recipe.model)
+    assert recipes.get("alexnet", "cuda").input_shape == (1, 224, 224)
+    assert recipes.get("alexnet", "cpu").input_shape == recipes.get("alexnet", "mps").input_shape == (1, 64, 64)
+    assert recipes.get("vgg11_bn", "cpu").input_shape == (1, 32, 32)  # padded by 2
+    assert recipes.get("simple_cnn") is recipes.RECIPES["simple_cnn"]["cpu"]  # no GPU here
+    with pytest.raises(ValueError, match="no recipe named 'alexnett'"):
+        recipes.get("alexnett")
+
+
+def test_a_recipe_prepares_its_data_and_builds_its_model(small_fmnist):
+    r = recipes.get("resnet_cifar", "cpu")
+    data = r.prepare(small_fmnist)
+    assert data.input_shape == (1, 14, 14) and len(data.train_x) == min(1024, r.train_images)
+    sweep = recipes.get("mobilenet_v1_sweep", "cpu")
+    assert sweep.build(alpha=0.25).name != sweep.build().name  # a chapter's sweep overrides an option
+    assert set(r.fit_args) <= set(train.fit.__code__.co_varnames)
+
+
+@pytest.mark.parametrize("name", list(GPU))
+def test_every_gpu_recipe_takes_a_training_step_at_its_real_size_on_the_cpu(name, record_property):
+    recipe = GPU[name]
+    torch.set_num_threads(1)  # the forked child
+    try:
+        loss, peak = _in_child(lambda: recipes.one_step(recipe, batch_size=2))
+    finally:
+        torch.set_num_threads(os.cpu_count() or 1)
+    assert math.isfinite(loss) and 0 < loss < 20
+    record_property("peak_bytes", peak)
+    print(f"{name}: one step at batch 2, {recipe.input_shape}: loss {loss:.3f}, peak {peak / 2**20:,.0f} MiB")
+    assert peak < 6 * 2**30, "one step at batch 2 should never need 6 GiB"
+
+
+def test_the_chapters_take_their_settings_from_the_recipes():
+    sources = {}
+    for path in sorted((ROOT / "chapters").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        sources[path.stem] = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    used = {m for src in sources.values() for m in re.findall(r'recipes\.get\("(\w+)"\)', src)}
+    assert used == set(recipes.RECIPES), "every recipe is used by a chapter, and every chapter's run has one"
+    for stem, src in sources.items():
+        for call in re.findall(r"train\.fit\((.*?)\)\n", src, flags=re.S):
+            assert "fit_args" in call and not re.search(r"\b(lr|epochs|optimizer)=", call), (stem, call)

@@ -271,12 +271,13 @@ def batch_indices(n: int, batch_size: int, shuffle: bool = False, limit: int | N
                   generator: torch.Generator | None = None, merge_single: bool = False,
                   device: torch.device | str = "cpu"):
     """Index tensors of the batches over ``n`` items (the first ``limit`` of a shuffled order, or
-    the first ``limit`` in order). With ``merge_single`` a last batch of one item is merged into
-    the batch before it, which then has ``batch_size + 1`` items."""
+    the first ``limit`` in order). With ``merge_single`` a last batch of one item (when batches
+    are larger than one) is merged into the batch before it, which then has ``batch_size + 1``
+    items."""
     m = n if limit is None else min(limit, n)
     order = (torch.randperm(n, generator=generator)[:m] if shuffle else torch.arange(m)).to(device)
     starts = list(range(0, m, batch_size))
-    if merge_single and len(starts) > 1 and m - starts[-1] == 1:
+    if merge_single and batch_size > 1 and len(starts) > 1 and m - starts[-1] == 1:
         starts.pop()
     for i, start in enumerate(starts):
         yield order[start : starts[i + 1] if i + 1 < len(starts) else m]

@@ -57,6 +57,10 @@ class Task:
     def loss(self, model: nn.Module, output, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
 
+    def evaluation_loss(self, model: nn.Module, output, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss reported on held-out data: the training loss unless a task says otherwise."""
+        return self.loss(model, output, target)
+
     def score(self, output, target: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
 
@@ -125,6 +129,11 @@ class Classification(Task):
             return ce + model.aux_loss_weight * parts["aux"], parts
         return ce, parts
 
+    def evaluation_loss(self, model, output, y):
+        """Plain cross-entropy, without label smoothing: the figure that compares across runs."""
+        ce = F.cross_entropy(main_output(output).float(), y)
+        return ce, {"cross_entropy": ce}
+
     def score(self, output, y):
         correct = (main_output(output).argmax(1) == y).sum()
         return {"correct": correct, "count": y.numel()}
@@ -152,7 +161,9 @@ class Classification(Task):
 class Segmentation(Classification):
     """A class for every pixel: logits (N, K, H, W) against masks (N, H, W), cropped to the output
     when it is smaller (``dense_targets``). Accuracy counts pixels; the mean IoU averages
-    TP / (TP + FP + FN) over the classes present, from the summed confusion matrix."""
+    TP / (TP + FP + FN) over the classes present, from the summed confusion matrix. On held-out
+    data the loss is the per-pixel cross-entropy alone: Dice is a statistic of a whole batch, and
+    would change with the size of the evaluation batches."""
 
     name = "segmentation"
     losses = ("cross_entropy", "dice", "cross_entropy+dice")
@@ -167,6 +178,10 @@ class Segmentation(Classification):
         if "dice" in self.loss_name:
             parts["dice"] = dice_loss(logits, y)
         return sum(parts.values()), parts
+
+    def evaluation_loss(self, model, output, y):
+        logits = main_output(output)
+        return super().evaluation_loss(model, logits, dense_targets(logits, y))
 
     def score(self, output, y):
         logits = main_output(output)

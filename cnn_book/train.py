@@ -36,9 +36,6 @@ QUICK_EPOCHS = 2
 QUICK_TRAIN_IMAGES = 2048
 QUICK_TEST_IMAGES = 1000
 
-# fp16: the GradScaler skips a step whose gradients overflowed, and OneCycleLR then warns that it was
-# stepped before the optimiser. That is the scaler working as meant, not a mistake to report.
-warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
 
 
 def default_device() -> torch.device:
@@ -154,8 +151,8 @@ class History:
         return self.curves.get("test_acc", [float("nan")])[-1]
 
     def to_dict(self) -> dict:
-        return {**asdict(self), **self.curves, "images_per_s": self.images_per_s,
-                "final_test_acc": self.final_test_acc}
+        return {**asdict(self), **self.curves, "step_loss": self.step_loss, "step_error": self.step_error,
+                "images_per_s": self.images_per_s, "final_test_acc": self.final_test_acc}
 
 
 def _channels_last(device: torch.device) -> bool:
@@ -193,7 +190,7 @@ def _run(model, data, split, batch_size, limit, task, precision) -> tuple[dict, 
     for x, y in data.batches(split, batch_size, limit=limit):
         with precision.autocast(device):
             out = model(_to_model_layout(x, device))
-            loss, parts = task.loss(model, out, y)
+            loss, parts = task.evaluation_loss(model, out, y)
         _add(losses, {"loss": loss, **parts}, len(x))
         _add(sums, task.score(out, y))
         n += len(x)
@@ -289,6 +286,15 @@ def _step(loss: torch.Tensor, opt, scaler: torch.amp.GradScaler, grad_clip: floa
     return scaler.get_scale() < scale
 
 
+def _schedule(sched, skipped: bool) -> None:
+    if not skipped:
+        sched.step()
+        return
+    with warnings.catch_warnings():  # OneCycleLR warns that the optimiser did not step: the scaler skipped it
+        warnings.simplefilter("ignore", UserWarning)
+        sched.step()
+
+
 def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int = 128,
         optimizer: str = "adamw", lr: float = 2e-3, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
         augment: bool = False, loss: str | None = None, task: Task | None = None, precision: str | None = None,
@@ -304,6 +310,8 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
     A last training batch of a single image (which a batch norm on a 1x1 map cannot normalise) is
     merged into the batch before it. Prints one line per epoch and a summary.
     """
+    if task is not None and (loss is not None or label_smoothing):
+        raise ValueError("fit got a task and loss= or label_smoothing= too: give those to the task instead")
     task = task or get_task(data.task, loss=loss, label_smoothing=label_smoothing)
     device = torch.device(device) if device is not None else default_device()
     data = data if data.device == device else data.to(device)
@@ -337,17 +345,20 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
     start, step = time.perf_counter(), 0
     for epoch in range(1, epochs + 1):
         model.train()
-        t0, seen, losses, sums, window, in_window = time.perf_counter(), 0, {}, {}, {}, 0
+        t0, seen, counted, losses, sums, window, in_window = time.perf_counter(), 0, 0, {}, {}, {}, 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress)
         for x, y in data.batches("train", batch_size, shuffle=True, augment=augment, limit=train_limit,
                                  generator=gen, merge_single=True):
             with prec.autocast(device):
                 out = model(_to_model_layout(x, device))
                 loss_t, parts = task.loss(model, out, y)
-            hist.skipped_steps += _step(loss_t, opt, scaler, grad_clip, model)
-            sched.step()
-            step, seen, in_window = step + 1, seen + len(x), in_window + 1
-            scores = task.score(out, y)
+            skipped = _step(loss_t, opt, scaler, grad_clip, model)
+            _schedule(sched, skipped)
+            step, seen, hist.skipped_steps = step + 1, seen + len(x), hist.skipped_steps + skipped
+            if skipped:  # fp16: a step the scaler skipped (its loss overflowed) stays out of the curves
+                bar.update()
+                continue
+            scores, counted, in_window = task.score(out, y), counted + len(x), in_window + 1
             _add(losses, {"loss": loss_t, **parts}, len(x))
             _add(sums, scores)
             _add(window, {"loss": loss_t, **scores})
@@ -356,14 +367,14 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
                 for k, v in {"loss": window.pop("loss").item() / in_window, **task.metrics(window)}.items():
                     hist.step_curves.setdefault(k, []).append(v)
                 window, in_window = {}, 0
-                bar.set_postfix(loss=f"{losses['loss'].item() / seen:.3f}", **task.metrics(sums))
+                bar.set_postfix(loss=f"{losses['loss'].item() / counted:.3f}", **task.metrics(sums))
             bar.update()
         bar.close()
         if device.type == "cuda":
             torch.cuda.synchronize()
         hist.train_seconds += time.perf_counter() - t0
         hist.train_images += seen
-        train = {**{k: v.item() / seen for k, v in losses.items()}, **task.metrics(sums)}
+        train = {**{k: v.item() / counted for k, v in losses.items()}, **task.metrics(sums)}
         test = evaluate(model, data, "test", limit=test_limit, task=task, precision=prec.name)
         hist.epochs.append(epoch)
         hist.log("train", train)

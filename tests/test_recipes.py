@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import traceback
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ def _in_child(fn) -> tuple[float, int]:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: one step, then its answer down the pipe
+        code = 1
         try:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
             with open("/proc/self/clear_refs", "w") as f:
@@ -38,13 +40,17 @@ def _in_child(fn) -> tuple[float, int]:
             start = _status("VmRSS")
             result = fn()
             os.write(w, json.dumps([result, _status("VmHWM") - start]).encode())
+            code = 0
+        except BaseException:
+            os.write(w, json.dumps(traceback.format_exc()).encode())
         finally:
-            os._exit(0)
+            os._exit(code)
     os.close(w)
     with os.fdopen(r) as pipe:
         answer = pipe.read()
     _, status = os.waitpid(pid, 0)
-    assert status == 0 and answer, "the training step died in the child"
+    assert answer, "the child died without a word"
+    assert status == 0, json.loads(answer)  # the child's traceback
     return tuple(json.loads(answer))
 
 
@@ -76,11 +82,12 @@ def test_a_recipe_prepares_its_data_and_builds_its_model(small_fmnist):
 @pytest.mark.parametrize("name", list(GPU))
 def test_every_gpu_recipe_takes_a_training_step_at_its_real_size_on_the_cpu(name, record_property):
     recipe = GPU[name]
-    torch.set_num_threads(1)  # the forked child
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a forked child does not inherit OpenMP's thread pool safely
     try:
         loss, peak = _in_child(lambda: recipes.one_step(recipe, batch_size=2))
     finally:
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(threads)
     assert math.isfinite(loss) and 0 < loss < 20
     record_property("peak_bytes", peak)
     print(f"{name}: one step at batch 2, {recipe.input_shape}: loss {loss:.3f}, peak {peak / 2**20:,.0f} MiB")

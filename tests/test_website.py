@@ -65,7 +65,7 @@ def test_index_renders_with_every_chapter_in_the_navigation(site, browser):
     assert "CNN Architectures" in page.title()
     nav = page.inner_text("nav.bd-docs-nav")
     for title in ("A simple CNN", "LeNet-5", "AlexNet", "VGG", "GoogLeNet", "ResNet", "MobileNet",
-                  "EfficientNet", "U-Net", "Results",
+                  "EfficientNet", "U-Net", "Results", "Training recipes",
                   "Benchmarks"):
         assert title in nav, title
     # the root URL redirects to the intro
@@ -88,3 +88,16 @@ def test_lenet5_page_renders_with_its_figures_exercises_and_launch_button(site, 
     assert "340,908" in page.inner_text("main")  # a computed output, not only prose
     page.evaluate("window.scrollTo(0, document.body.scrollHeight / 2)")
     page.screenshot(path=str(SHOTS / "lenet5-middle.png"))
+
+
+def test_recipes_page_shows_the_cpu_and_gpu_recipes_side_by_side(site, browser):
+    from cnn_book.recipes import RECIPES
+
+    page, broken = _open(browser, f"{site}/book/recipes.html", "recipes.png")
+    assert broken == [] and page.inner_text("h1").startswith("Training recipes")
+    table = page.locator("main table").first
+    assert table.locator("th").all_inner_texts()[:3] == ["run", "CPU recipe", "GPU recipe: what differs"]
+    runs = [t.strip() for t in table.locator("tbody tr td:first-child").all_inner_texts()]
+    assert runs == list(RECIPES)
+    text = page.inner_text("main")
+    assert "fp16 + GradScaler" in text and "Tesla T4" in text  # the precision policy, computed

@@ -104,12 +104,6 @@ def dice_loss(logits: Tensor, y: Tensor, eps: float = 1.0) -> Tensor:
     return 1 - dice.mean()
 
 
-def _class_count_error(k: int, data, per: str) -> ValueError:
-    n = len(data.classes)
-    return ValueError(f"the model scores {k} classes {per} but {data.name} has {n} classes "
-                      f"(labels 0 to {n - 1}): build the model with num_classes={n}")
-
-
 @register_task
 class Classification(Task):
     """One class per image: logits (N, K) against labels (N,). Cross-entropy, accuracy.
@@ -141,14 +135,21 @@ class Classification(Task):
     def metrics(self, sums):
         return {"acc": int(sums["correct"]) / int(sums["count"])}
 
+    output_dims, per = 2, "per image"  # scores (N, K), one class per image
+
+    def wrong_output(self, out: Tensor, y: Tensor, data) -> str:
+        return (f"{data.name} has one class per image, so the model must output scores of shape "
+                f"(N, {len(data.classes)}); it outputs {tuple(out.shape)}. A model that scores "
+                "every pixel needs a segmentation data set (cnn_book.data.SegmentationData)")
+
     def check(self, output, y, data):
         out = main_output(output)
-        if out.dim() != 2:
-            raise ValueError(f"{data.name} has one class per image, so the model must output scores of shape "
-                             f"(N, {len(data.classes)}); it outputs {tuple(out.shape)}. A model that scores "
-                             "every pixel needs a segmentation data set (cnn_book.data.SegmentationData)")
+        if out.dim() != self.output_dims:
+            raise ValueError(self.wrong_output(out, y, data))
         if out.shape[1] != len(data.classes):
-            raise _class_count_error(out.shape[1], data, "per image")
+            n = len(data.classes)
+            raise ValueError(f"the model scores {out.shape[1]} classes {self.per} but {data.name} has {n} "
+                             f"classes (labels 0 to {n - 1}): build the model with num_classes={n}")
 
     def epoch_line(self, train, test):
         return f"train acc {train['acc']:.1%}  test acc {test['acc']:.1%}"
@@ -167,7 +168,7 @@ class Segmentation(Classification):
 
     name = "segmentation"
     losses = ("cross_entropy", "dice", "cross_entropy+dice")
-    eval_batch_size = 200  # a U-Net's maps are large: 200 scenes of 64x64 at full width fit a T4
+    eval_batch_size = 200  # per-pixel maps are large: smaller evaluation batches than a classifier's
 
     def loss(self, model, output, y):
         logits = main_output(output)
@@ -194,14 +195,16 @@ class Segmentation(Classification):
         scores = SegmentationScores([], sums["confusion"].cpu(), float("nan"))
         return {"acc": scores.pixel_accuracy, "miou": scores.mean_iou}
 
+    output_dims, per = 4, "per pixel"  # scores (N, K, H, W), one class per pixel
+
+    def wrong_output(self, out, y, data):
+        return (f"{data.name} has a class for every pixel (masks of {tuple(y.shape[-2:])}), so the "
+                f"model must output (N, {len(data.classes)}, H, W); it outputs {tuple(out.shape)}, "
+                "one score per image: a classifier, not a segmentation model")
+
     def check(self, output, y, data):
+        super().check(output, y, data)
         out = main_output(output)
-        if out.dim() != 4:
-            raise ValueError(f"{data.name} has a class for every pixel (masks of {tuple(y.shape[-2:])}), so the "
-                             f"model must output (N, {len(data.classes)}, H, W); it outputs {tuple(out.shape)}, "
-                             "one score per image: a classifier, not a segmentation model")
-        if out.shape[1] != len(data.classes):
-            raise _class_count_error(out.shape[1], data, "per pixel")
         if data.train_x.shape[-2:] != data.train_y.shape[-2:]:
             raise ValueError(f"{data.name}'s masks are {tuple(data.train_y.shape[-2:])} but its images are "
                              f"{tuple(data.train_x.shape[-2:])}: every pixel needs a class")

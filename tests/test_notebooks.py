@@ -82,3 +82,10 @@ def test_first_cell_is_the_hidden_guarded_colab_setup(path, monkeypatch, capsys)
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     exec(code, {"get_ipython": lambda: shell})  # in Colab: installs cnn_book
     assert calls and calls[0][0] == "pip" and "cnn_book" in calls[0][1]
+
+
+@pytest.mark.parametrize("path", CHAPTERS + sorted((ROOT / "book").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_code_lines_fit_the_website_s_column(path):
+    """At most 80 characters, or the code cell scrolls sideways on the page."""
+    long = [line for c in _code(_nb(path)) for line in "".join(c["source"]).splitlines() if len(line) > 80]
+    assert not long, f"{len(long)} code lines over 80 characters, the first: {long[0]!r}"

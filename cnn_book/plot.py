@@ -1,4 +1,5 @@
-"""Figures for the chapters: sample grids, feature maps, filters, training curves, confusion matrices.
+"""Figures for the chapters: architecture diagrams, sample grids, feature maps, filters, training curves,
+confusion matrices.
 
 Every function returns the matplotlib ``Figure`` (end the notebook line with ``;`` so it shows once).
 """
@@ -14,6 +15,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from .data import ImageData
+from .diagram import Diagram, diagram  # noqa: F401  (plot.diagram: a block diagram drawn from the model)
 from .train import History, predict
 
 

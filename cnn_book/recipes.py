@@ -44,6 +44,9 @@ class Recipe:
     augment: bool = True
     loss: str | None = None  # None: the task's own (cross-entropy)
     log_every: int = 20
+    momentum: float = 0.9  # SGD's (Nesterov); 0 is plain SGD
+    schedule: str = "one-cycle"  # or "constant"
+    init: str | None = None  # None: PyTorch's default; "xavier_uniform" for conv and linear weights (d2l's)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -63,13 +66,20 @@ class Recipe:
         """The keyword arguments of ``train.fit``."""
         return {"epochs": self.epochs, "batch_size": self.batch_size, "optimizer": self.optimizer, "lr": self.lr,
                 "weight_decay": self.weight_decay, "augment": self.augment, "loss": self.loss,
-                "log_every": self.log_every}
+                "log_every": self.log_every, "momentum": self.momentum, "schedule": self.schedule}
 
     def build(self, **options) -> nn.Module:
         """The model, with the recipe's options (``options`` override them: a chapter's sweeps)."""
         from .models import get_model
 
-        return get_model(self.model, **{**self.options, **options})
+        model = get_model(self.model, **{**self.options, **options})
+        if self.init == "xavier_uniform":
+            for m in model.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.xavier_uniform_(m.weight)
+        elif self.init is not None:
+            raise ValueError(f"init must be None or 'xavier_uniform', got {self.init!r}")
+        return model
 
     def prepare(self, data):
         """``data`` as the recipe feeds it: the training subset, then the padding or resizing."""
@@ -82,7 +92,9 @@ class Recipe:
         c, h, w = self.input_shape
         subset = f" (first {self.train_images:,} training images)" if self.train_images else ""
         return (f"{self.model}({opts}) at {c}x{h}x{w}{subset}: {self.epochs} epochs, batch {self.batch_size}, "
-                f"{self.optimizer} lr {self.lr:g} wd {self.weight_decay:g}{', augmented' if self.augment else ''}"
+                f"{'plain sgd' if self.optimizer == 'sgd' and not self.momentum else self.optimizer} lr {self.lr:g}"
+                f"{' constant' if self.schedule == 'constant' else ''} wd {self.weight_decay:g}"
+                f"{', augmented' if self.augment else ''}{f', {self.init} init' if self.init else ''}"
                 f"{f', loss {self.loss}' if self.loss else ''}")
 
 
@@ -98,6 +110,11 @@ RECIPES: dict[str, dict[str, Recipe]] = {
     # 01, 02: small enough that a CPU runs the full recipe
     "simple_cnn": _gpu(Recipe("simple_cnn", epochs=10, lr=2e-3)),
     "lenet5": _gpu(Recipe("lenet5", epochs=15, lr=3e-3)),
+    # 02's exercise: d2l's LeNet as d2l v0.17.5 trains it (sigmoid, average pooling, Xavier init, plain SGD at a
+    # constant 0.9, batch 256, 10 epochs, no weight decay or augmentation)
+    "lenet5_d2l": _gpu(Recipe("lenet5", {"activation": "sigmoid", "pool": "avg"}, epochs=10, batch_size=256,
+                              optimizer="sgd", momentum=0.0, schedule="constant", lr=0.9, weight_decay=0.0,
+                              augment=False, init="xavier_uniform")),
     "lenet5_1998": _gpu(Recipe("lenet5", {"variant": "1998"}, pad=2, epochs=10, lr=3e-3)),
     # 03: the paper's 224x224 on a GPU; 64x64 (a 1x1 map before the classifier) on a CPU
     "alexnet": _gpu(Recipe("alexnet", {**_FMNIST, "input_size": 64}, size=64, epochs=2, lr=3e-4),

@@ -240,9 +240,9 @@ def predict(model: nn.Module, data: ImageData, split: str = "test", batch_size: 
     return torch.cat(preds), torch.cat(targets)
 
 
-def _optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+def _optimizer(name: str, params, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+    if name == "sgd":  # Nesterov momentum; momentum=0 is plain SGD (d2l's setting)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {name!r}")
@@ -299,8 +299,12 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
         optimizer: str = "adamw", lr: float = 2e-3, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
         augment: bool = False, loss: str | None = None, task: Task | None = None, precision: str | None = None,
         grad_clip: float | None = None, device: torch.device | str | None = None, seed: int = 0,
-        progress: bool | None = None, log_every: int = 20) -> History:
-    """Train ``model`` on ``data`` with a one-cycle learning-rate schedule; return the ``History``.
+        progress: bool | None = None, log_every: int = 20, momentum: float = 0.9,
+        schedule: str = "one-cycle") -> History:
+    """Train ``model`` on ``data``; return the ``History``.
+
+    ``optimizer``: "adamw", or "sgd" with Nesterov ``momentum`` (``momentum=0``: plain SGD).
+    ``schedule``: "one-cycle" (warm-up to ``lr``, then annealing to almost 0) or "constant".
 
     ``task``: what the loss and the metrics are; by default the one ``data.task`` names, built
     with ``loss`` (e.g. "cross_entropy+dice" for segmentation) and ``label_smoothing``.
@@ -328,8 +332,13 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    opt = _optimizer(optimizer, model.parameters(), lr, weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    opt = _optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
+    if schedule == "one-cycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    elif schedule == "constant":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    else:
+        raise ValueError(f"schedule must be 'one-cycle' or 'constant', got {schedule!r}")
     scaler = torch.amp.GradScaler(device.type, enabled=prec.scaled)
     name = getattr(model, "name", None) or type(model).__name__
     hist = History(model=name, task=task.name, device=describe_device(device), precision=prec.name,
@@ -339,8 +348,9 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
               f"tested on {n_test:,}. A smoke test, not the chapter's result.")
     c, h, w = data.input_shape
     print(f"Training {name} on {data.name} ({n_train:,} train / {n_test:,} test images, {c}x{h}x{w}) "
-          f"for {epochs} epochs on {hist.device} in {prec.name}: batch {batch_size}, {optimizer} lr {lr:g} "
-          f"one-cycle{', augmented' if augment else ''}")
+          f"for {epochs} epochs on {hist.device} in {prec.name}: batch {batch_size}, "
+          f"{optimizer if optimizer != 'sgd' or momentum else 'plain sgd'} lr {lr:g} {schedule}"
+          f"{', augmented' if augment else ''}")
 
     start, step = time.perf_counter(), 0
     for epoch in range(1, epochs + 1):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from cnn_book import recipes, train
 from cnn_book.tasks import get_task
@@ -104,3 +105,19 @@ def test_the_chapters_take_their_settings_from_the_recipes():
     for stem, src in sources.items():
         for call in re.findall(r"train\.fit\((.*?)\)\n", src, flags=re.S):
             assert "fit_args" in call and not re.search(r"\b(lr|epochs|optimizer)=", call), (stem, call)
+
+
+def test_d2l_s_lenet_recipe_is_d2l_s_setting():
+    r = recipes.get("lenet5_d2l", "cpu")
+    assert (r.optimizer, r.momentum, r.schedule, r.lr, r.batch_size, r.epochs, r.weight_decay, r.augment) == (
+        "sgd", 0.0, "constant", 0.9, 256, 10, 0.0, False)
+    torch.manual_seed(0)
+    model = r.build()
+    assert isinstance(model.features[1], nn.Sigmoid) and isinstance(model.features[2], nn.AvgPool2d)
+    # Xavier-uniform: every weight within the bound sqrt(6 / (fan_in + fan_out))
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
+            bound = math.sqrt(6 / (fan_in + fan_out))
+            assert m.weight.abs().max() <= bound and m.weight.abs().max() > 0.8 * bound
+    assert "plain sgd lr 0.9 constant" in str(r) and "xavier_uniform init" in str(r)

@@ -349,3 +349,25 @@ def test_auxiliary_losses_are_added_with_the_model_s_weight(small_fmnist, capsys
     hist = train.fit(model, small_fmnist, epochs=1, batch_size=64, device="cpu")  # GoogLeNet trains with aux heads
     assert hist.train_images == 1024 and "test accuracy" in capsys.readouterr().out
     assert hist.train_loss[0] == pytest.approx(hist.train_cross_entropy[0] + 0.3 * hist.train_aux[0], rel=1e-5)
+
+
+def test_plain_sgd_at_a_constant_rate_is_what_it_says(small_fmnist, capsys, monkeypatch):
+    """d2l's setting: momentum=0 and schedule="constant" give torch's SGD without momentum, at lr throughout."""
+    seen = []
+    real_sgd = torch.optim.SGD
+
+    def spy(params, **kw):
+        opt = real_sgd(params, **kw)
+        seen.append(opt)
+        return opt
+
+    monkeypatch.setattr(torch.optim, "SGD", spy)
+    model = get_model("lenet5")
+    hist = train.fit(model, small_fmnist, epochs=4, batch_size=64, optimizer="sgd", momentum=0.0, lr=0.1,
+                     schedule="constant", weight_decay=0.0, device="cpu")
+    group = seen[0].param_groups[0]
+    assert group["momentum"] == 0 and not group["nesterov"] and group["lr"] == pytest.approx(0.1)
+    assert hist.train_loss[-1] < hist.train_loss[0]
+    assert "plain sgd lr 0.1 constant" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="schedule must be"):
+        train.fit(get_model("lenet5"), small_fmnist, epochs=1, schedule="cosine", device="cpu")

@@ -101,3 +101,30 @@ def test_recipes_page_shows_the_cpu_and_gpu_recipes_side_by_side(site, browser):
     assert runs == list(RECIPES)
     text = page.inner_text("main")
     assert "fp16 + GradScaler" in text and "Tesla T4" in text  # the precision policy, computed
+
+
+def test_formulas_are_typeset_without_network(site, browser):
+    """MathJax comes with the site (sphinx-mathjax-offline): with every request outside the site
+    refused, ResNet's residual formula is typeset, not left as raw TeX."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    outside = []
+
+    def only_the_site(route):
+        if route.request.url.startswith(site):
+            return route.continue_()
+        outside.append(route.request.url)
+        return route.abort()
+
+    context.route("**/*", only_the_site)
+    page = context.new_page()
+    page.goto(f"{site}/chapters/06_resnet.html", wait_until="load")
+    page.wait_for_function("document.querySelectorAll('mjx-container').length > 0", timeout=20_000)
+    scripts = page.evaluate("[...document.scripts].map(s => s.src).filter(s => s.includes('mathjax'))")
+    assert scripts and all(s.startswith(site) for s in scripts), scripts
+    assert not any("mathjax" in u for u in outside), outside
+    text = page.inner_text("main")
+    assert "\\(" not in text and "F(x) + x" not in text.replace("\n", "")  # no raw TeX left
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("mjx-container").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "math.png"))
+    context.close()

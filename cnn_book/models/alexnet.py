@@ -56,7 +56,9 @@ class AlexNet(nn.Module):
                 layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
             c_in = c_out
         self.features = nn.Sequential(*layers)  # (N, 3, 224, 224) or, for the paper's, 227 -> (N, 256, 6, 6)
-        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))  # any input of 63 pixels or more ends as 6x6
+        # (N, 256, k, k) -> (N, 256, 6, 6): k = 6 at 223-254 px; a smaller map is copied up (k = 1 at 63-94 px:
+        # every one of the 36 positions holds the same 256 numbers)
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(
             nn.Dropout(p=dropout),
             nn.Linear(c_in * 6 * 6, 4096),  # 9,216 -> 4,096: 37.7 M of the 61 M parameters

@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make book   the website, into _build/html
 #   make test   unit tests, the chapters under nbval (quick mode) and the website in a browser
+#   make student the student edition: the website and the notebooks without solutions, in _build/student
 # Other targets: make notebooks (re-run every chapter in full, saving its outputs), make bench, make lint,
 # make compat (the unit tests and three chapters with the oldest versions pyproject.toml allows, in .venv-compat).
 
@@ -13,7 +14,7 @@ CPY    := $(COMPAT)/bin/python
 COMPAT_CHAPTERS := chapters/01_simple_cnn.ipynb chapters/05_googlenet.ipynb chapters/08_efficientnet.ipynb
 export CNN_BOOK_PROGRESS ?= 0
 
-.PHONY: book test data notebooks bench lint compat clean
+.PHONY: book test data notebooks bench lint compat clean student
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,11 +31,17 @@ book: data
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 	@echo "The website is in _build/html/index.html"
 
+student: data
+	$(PY) tools/student_edition.py
+
 # Tests never download: CNN_BOOK_OFFLINE=1 makes pretrained weights come from torch's cache or be skipped.
 test: data
 	$(VENV)/bin/ruff check .
 	CNN_BOOK_OFFLINE=1 $(PY) -m pytest -q tests
 	CNN_BOOK_OFFLINE=1 CNN_BOOK_QUICK=1 $(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider chapters book
+	$(PY) tools/student_edition.py --notebooks-only
+	CNN_BOOK_OFFLINE=1 CNN_BOOK_QUICK=1 $(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider \
+		_build/student/notebooks
 
 notebooks: data
 	$(PY) tools/execute_notebooks.py chapters/*.ipynb book/*.ipynb

@@ -89,7 +89,7 @@ def _shape_text(shape) -> str:
     return "×".join(str(s) for s in shape[1:]) if shape else ""
 
 
-@dataclass
+@dataclass(repr=False)
 class Diagram:
     """Boxes and arrows of a model; shows itself as SVG in a notebook (graphviz)."""
 
@@ -97,6 +97,9 @@ class Diagram:
     edges: list[tuple[str, str]]
     direction: str = "TB"
     title: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<Diagram{': ' + self.title if self.title else ''}, {len(self.boxes)} boxes, {len(self.edges)} arrows>"
 
     def graph(self):
         import graphviz
@@ -180,6 +183,8 @@ def diagram(model: nn.Module, input_shape: tuple[int, ...] | None = None, depth:
             elif kind_name == "ModuleNode":
                 name, module = names.get(node.compute_unit_id, (node.name, None))
                 label, kind = describe(module) if module is not None else (node.name, "block")
+                if type(module) in (nn.Sequential, nn.ModuleList) and len(module):  # a plain stage: say of what
+                    label = f"{name}: {len(module)} × {type(module[0]).__name__}"
                 detail = []
                 if kind == "block" and module is not None:
                     params = count_parameters(module)

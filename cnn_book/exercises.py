@@ -1,11 +1,29 @@
-"""Checkers for the chapters' exercises: the reader computes a number, the real layer confirms it."""
+"""Checkers for the chapters' exercises: the reader answers, the package computes, the checker compares.
+
+- ``check_output_size(layer, input_shape, answer)`` and ``check_param_count(module, answer)`` run the
+  real layer;
+- ``check_number(label, answer)`` compares a number (a receptive field, a cost ratio, a share of the
+  parameters) with what the package computes for that exercise, within a tolerance;
+- ``check_function(label, fn)`` runs a function the reader wrote on hidden cases against the
+  package's own.
+
+Every checker prints its verdict and returns it (True or False). After a wrong answer it prints a
+hint, never the answer; call it again with ``reveal=True`` to see the answer.
+"""
 
 from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .inspect import count_parameters
+
+_REVEAL = "To see the answer, call the checker again with reveal=True."
 
 
 def conv_output_size(n: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
@@ -13,26 +31,275 @@ def conv_output_size(n: int, kernel_size: int, stride: int = 1, padding: int = 0
     return (n + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
 
 
-def _report(ok: bool, what: str, yours, real, hint: str) -> bool:
+def _report(ok: bool, what: str, yours, real, hint: str, reveal: bool) -> bool:
     if ok:
         print(f"Correct: {what} is {real}.")
+    elif reveal:
+        print(f"Not quite: you said {yours}; {what} is {real}. {hint}")
     else:
-        print(f"Not quite: you said {yours}, but {what} is {real}. {hint}")
+        print(f"Not quite: {yours} is not {what}. {hint} {_REVEAL}")
     return ok
 
 
 @torch.no_grad()
-def check_output_size(layer: nn.Module, input_shape: tuple[int, ...], answer: tuple[int, ...]) -> bool:
+def check_output_size(layer: nn.Module, input_shape: tuple[int, ...], answer: tuple[int, ...], *,
+                      reveal: bool = False) -> bool:
     """Run ``layer`` on a zero input of ``input_shape`` (C, H, W) and compare its output shape with
-    ``answer`` (C, H, W). Prints the verdict and returns it."""
+    ``answer`` (C, H, W)."""
     real = tuple(layer(torch.zeros(1, *input_shape)).shape[1:])
     name = repr(layer) if "\n" not in repr(layer) else type(layer).__name__
     return _report(tuple(answer) == real, f"the output shape of {name} on {tuple(input_shape)}", tuple(answer),
-                   real, "Hint: each side is floor((n + 2p - d(k - 1) - 1) / s) + 1.")
+                   real, "Hint: each side is floor((n + 2p - d(k - 1) - 1) / s) + 1.", reveal)
 
 
-def check_param_count(module: nn.Module, answer: int) -> bool:
-    """Compare ``answer`` with the number of parameters of ``module``. Prints the verdict and returns it."""
+def check_param_count(module: nn.Module, answer: int, *, reveal: bool = False) -> bool:
+    """Compare ``answer`` with the number of parameters of ``module``."""
     real = count_parameters(module)
+    hint = "Hint: a convolution has out * (in/groups * k * k + 1); a linear layer out * (in + 1)"
+    if not any(isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None for m in module.modules()):
+        hint += " (without the + 1 where a layer has no bias)"
+    if any(isinstance(m, nn.BatchNorm2d) for m in module.modules()):
+        hint += "; a batch norm has 2 per channel"
     return _report(answer == real, f"the parameter count of {type(module).__name__}", answer, f"{real:,}",
-                   "Hint: a convolution has out * (in/groups * k * k + 1); a linear layer out * (in + 1).")
+                   hint + ".", reveal)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Numbers: what the package computes for an exercise, and how close an answer must be.
+
+
+@dataclass(frozen=True)
+class Number:
+    what: str
+    compute: Callable[[], float]
+    hint: str
+    rel_tol: float = 0.0  # 0: the answer must be exact (after rounding to the unit)
+    unit: str = ""
+
+
+def _vgg16_pool5_rf() -> float:
+    from .inspect import receptive_fields
+    from .models import get_model
+
+    with torch.device("meta"):
+        vgg = get_model("vgg16")
+    return receptive_fields(vgg.features, torch.zeros(1, 3, 224, 224, device="meta"))["30"]
+
+
+def _share(model_name: str, select: Callable[[str, nn.Module], bool]) -> float:
+    """Percent of ``model_name``'s parameters in the submodules ``select(name, module)`` picks."""
+    from .models import get_model
+
+    with torch.device("meta"):
+        m = get_model(model_name)
+    inside = sum(count_parameters(sub) for name, sub in m.named_modules() if select(name, sub))
+    return 100 * inside / count_parameters(m)
+
+
+def _is_se(name: str, module: nn.Module) -> bool:
+    from .models.blocks import SqueezeExcitation
+
+    return isinstance(module, SqueezeExcitation)
+
+
+def _alexnet_flops_ratio() -> float:
+    """Forward FLOPs of the chapter's AlexNet (1 channel, 10 classes) at 224x224 against 64x64."""
+    from .inspect import flops_by_module
+    from .models import get_model
+
+    flops = {}
+    for size in (64, 224):
+        with torch.device("meta"):
+            m = get_model("alexnet", num_classes=10, in_channels=1, input_size=size).eval()
+            flops[size] = flops_by_module(m, torch.zeros(1, 1, size, size))[""]
+    return flops[224] / flops[64]
+
+
+def _inception_saving(name: str = "4e") -> float:
+    """Multiply-adds of Figure 2a's naive module (the paper's 5x5) against Figure 2b's, for one module
+    of Table 1; the grid cancels out."""
+    from .models.googlenet import INCEPTION
+
+    c_in, c1, c3r, c3, c5r, c5, cp = INCEPTION[name]
+    naive = c_in * c1 + 9 * c_in * c3 + 25 * c_in * c5
+    reduced = c_in * c1 + c_in * c3r + 9 * c3r * c3 + c_in * c5r + 25 * c5r * c5 + c_in * cp
+    return naive / reduced
+
+
+NUMBERS: dict[str, Number] = {
+    "vgg16-rf": Number("the receptive field of a unit of VGG-16's last pool, in pixels", _vgg16_pool5_rf,
+                       "Hint: r grows by (k - 1) times the product of the strides before the layer; a 2x2 "
+                       "pool with stride 2 adds 1 x that product and doubles it.", unit=" px"),
+    "alexnet-flops-ratio": Number("how many times the forward FLOPs of the chapter's AlexNet (1 channel, 10 "
+                                  "classes) at 224x224 are its FLOPs at 64x64", _alexnet_flops_ratio,
+                                  "Hint: the convolutions' cost grows with the area of their maps, the fully "
+                                  "connected layers' does not grow at all.", rel_tol=0.03, unit="x"),
+    "googlenet-4e-saving": Number("how many times fewer multiply-adds inception (4e) needs with its 1x1 reductions "
+                                  "than Figure 2a's naive module with the same output widths", _inception_saving,
+                                  "Hint: per output position, a k x k convolution from a to b channels costs "
+                                  "k * k * a * b multiply-adds; the pool costs none.", rel_tol=0.02, unit="x"),
+    "resnet18-shortcut-share": Number("the share of ResNet-18's parameters in its projection shortcuts",
+                                      lambda: _share("resnet18", lambda n, m: n.endswith("downsample")),
+                                      "Hint: three stages change width; each first block has a 1x1 convolution "
+                                      "and a batch norm on its shortcut.", rel_tol=0.02, unit=" %"),
+    "efficientnet-se-share": Number("the share of EfficientNet-B0's parameters in its squeeze-and-excitation "
+                                    "modules", lambda: _share("efficientnet_b0", _is_se),
+                                    "Hint: each of the 16 blocks has one, two 1x1 convolutions with biases: "
+                                    "expanded -> input/4 -> expanded.", rel_tol=0.02, unit=" %"),
+}
+
+
+def check_number(label: str, answer: float, *, reveal: bool = False) -> bool:
+    """Compare ``answer`` with the package's figure for exercise ``label`` (see ``NUMBERS``)."""
+    if label not in NUMBERS:
+        raise ValueError(f"no numeric exercise {label!r}; they are {', '.join(NUMBERS)}")
+    n = NUMBERS[label]
+    real = float(n.compute())
+    ok = math.isclose(answer, real, rel_tol=n.rel_tol, abs_tol=0.5 if n.rel_tol == 0 else 0.0)
+    shown = f"{real:,.0f}{n.unit}" if n.rel_tol == 0 else f"{real:,.3g}{n.unit}"
+    tol = f" (within {100 * n.rel_tol:g} %)" if n.rel_tol else ""
+    if not ok and not reveal:
+        side = "too high" if answer > real else "too low"
+        return _report(False, n.what + tol, f"{answer:,}{n.unit}", shown, f"It is {side}. {n.hint}", False)
+    return _report(ok, n.what, f"{answer:,}{n.unit}", shown, n.hint, reveal)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Functions: the reader writes one, the checker runs it on hidden cases against the package's own.
+
+
+def _receptive_field(layers: list[tuple[int, int]]) -> int:
+    r, j = 1, 1
+    for k, s in layers:
+        r, j = r + (k - 1) * j, j * s
+    return r
+
+
+def _separable_mult_adds(h: int, w: int, c_in: int, c_out: int, k: int) -> int:
+    return h * w * c_in * k * k + h * w * c_in * c_out
+
+
+def _iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    idx = target.flatten() * num_classes + pred.flatten()
+    confusion = torch.bincount(idx, minlength=num_classes**2).view(num_classes, num_classes).double()
+    tp = confusion.diag()
+    return tp / (confusion.sum(0) + confusion.sum(1) - tp)  # nan for a class in neither
+
+
+def _dice(pred: torch.Tensor, target: torch.Tensor, c: int) -> float:
+    p, g = pred == c, target == c
+    return 2 * (p & g).sum().item() / (p.sum() + g.sum()).item()
+
+
+def _same_padding(k: int, d: int = 1) -> int:
+    return d * (k - 1) // 2
+
+
+def _cases_padding(rng: random.Random):
+    for _ in range(20):
+        yield (rng.choice([1, 3, 5, 7, 9, 11]), rng.choice([1, 2, 3, 4]))
+
+
+def _cases_conv(rng: random.Random):
+    for _ in range(40):
+        k, s, p, d = rng.choice([1, 2, 3, 5, 7, 11]), rng.choice([1, 2, 4]), rng.randint(0, 3), rng.choice([1, 1, 2])
+        n = rng.randint(d * (k - 1) + 1, 300)
+        yield (n, k, s, p, d)
+
+
+def _cases_rf(rng: random.Random):
+    for _ in range(30):
+        yield ([(rng.choice([1, 2, 3, 5, 7]), rng.choice([1, 1, 2])) for _ in range(rng.randint(1, 8))],)
+
+
+def _cases_separable(rng: random.Random):
+    for _ in range(30):
+        yield (rng.choice([7, 14, 28, 56, 112]),) * 2 + (rng.choice([16, 32, 64, 512]), rng.choice([16, 64, 1024]),
+                                                         rng.choice([3, 5]))
+
+
+def _cases_masks(rng: random.Random):
+    g = torch.Generator().manual_seed(rng.randint(0, 2**31))
+    for _ in range(20):
+        k = rng.randint(2, 5)
+        target = torch.randint(0, k, (rng.randint(1, 3), 8, 8), generator=g)
+        pred = torch.where(torch.rand(target.shape, generator=g) < 0.7, target,
+                           torch.randint(0, k, target.shape, generator=g))
+        yield (pred, target, k)
+
+
+def _cases_dice(rng: random.Random):
+    for pred, target, k in _cases_masks(rng):
+        yield (pred, target, rng.randrange(k))
+
+
+@dataclass(frozen=True)
+class Function:
+    what: str
+    reference: Callable
+    cases: Callable[[random.Random], object]
+    hint: str
+
+
+FUNCTIONS: dict[str, Function] = {
+    "conv-output-size": Function("output_size(n, k, s, p, d): the side of a convolution's output",
+                                 conv_output_size, _cases_conv,
+                                 "Hint: the dilated kernel spans d(k - 1) + 1 pixels; count how many strides fit."),
+    "same-padding": Function("same_padding(k, d): the padding that keeps the grid of a stride-1 convolution "
+                             "with an odd kernel k and dilation d", _same_padding, _cases_padding,
+                             "Hint: the output side is n + 2p - d(k - 1); set it equal to n."),
+    "receptive-field": Function("receptive_field(layers): the receptive field of a stack of (k, s) layers",
+                                _receptive_field, _cases_rf,
+                                "Hint: keep two numbers, r and the jump j (the product of the strides so far)."),
+    "separable-cost": Function("separable_mult_adds(h, w, c_in, c_out, k): a depthwise-separable layer's "
+                               "mult-adds (stride 1)", _separable_mult_adds, _cases_separable,
+                               "Hint: the depthwise part has one k x k filter per input channel; the pointwise "
+                               "part is a 1x1 convolution."),
+    "iou": Function("iou(pred, target, num_classes): the IoU of every class", _iou, _cases_masks,
+                    "Hint: IoU_c = TP / (TP + FP + FN), counted over all pixels of the batch."),
+    "dice": Function("dice(pred, target, c): the Dice coefficient of class c", _dice, _cases_dice,
+                     "Hint: Dice = 2 |P and G| / (|P| + |G|), with P and G the pixels of class c."),
+}
+
+
+def _same(a, b) -> bool:
+    if isinstance(b, torch.Tensor):
+        a = torch.as_tensor(a, dtype=b.dtype)
+        return a.shape == b.shape and torch.allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True)
+    return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)  # float32 answers pass
+
+
+def check_function(label: str, fn: Callable, *, reveal: bool = False, seed: int | None = None) -> bool:
+    """Run the reader's ``fn`` on hidden cases of exercise ``label`` (see ``FUNCTIONS``) and compare
+    it with the package's own. After a failure, says on which input and that the value differs."""
+    if label not in FUNCTIONS:
+        raise ValueError(f"no function exercise {label!r}; they are {', '.join(FUNCTIONS)}")
+    ex = FUNCTIONS[label]
+    cases = list(ex.cases(random.Random(seed if seed is not None else 20_26)))
+    for args in cases:
+        try:
+            got = fn(*args)
+        except Exception as e:  # the reader's function failed: say on what, and with which error
+            print(f"Not quite: your function raised {type(e).__name__}: {e} on {_show_args(args)}. {ex.hint}")
+            return False
+        want = ex.reference(*args)
+        if not _same(got, want):
+            if reveal:
+                print(f"Not quite: on {_show_args(args)} your function gives {got}; the answer is {want}.")
+            else:
+                print(f"Not quite: on {_show_args(args)} your function gives {_short(got)}, which is not right. "
+                      f"{ex.hint} {_REVEAL}")
+            return False
+    print(f"Correct: {ex.what} agrees with the package's on {len(cases)} hidden cases.")
+    return True
+
+
+def _short(v) -> str:
+    if isinstance(v, torch.Tensor):
+        return f"a tensor of shape {tuple(v.shape)}" if v.numel() > 8 else str(v.tolist())
+    return repr(v)
+
+
+def _show_args(args) -> str:
+    return "(" + ", ".join(f"a {tuple(a.shape)} tensor" if isinstance(a, torch.Tensor) else repr(a)
+                           for a in args) + ")"

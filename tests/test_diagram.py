@@ -141,3 +141,12 @@ def test_diagram_renders_as_svg_with_its_shapes():
     d = plot.diagram(cnn_book.get_model("lenet5"), title="LeNet-5")
     svg = d._repr_mimebundle_()["image/svg+xml"]
     assert svg.lstrip().startswith("<?xml") and "5×5 conv, 6" in svg and "16×5×5" in svg
+
+
+def test_a_stage_drawn_as_one_box_says_what_it_holds():
+    d = plot.diagram(cnn_book.get_model("efficientnet_b0"), depth=2)
+    labels = [b.label for b in d.boxes.values()]
+    assert "features.1: 1 × MBConv" in labels and "features.6: 4 × MBConv" in labels
+    blocks = [b for b in plot.diagram(cnn_book.get_model("efficientnet_b0"), depth=3).boxes.values()
+              if b.label == "MBConv"]
+    assert sum(b.repeat for b in blocks) == 16  # B0's 16 blocks, identical neighbours drawn as one

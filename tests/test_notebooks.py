@@ -68,6 +68,20 @@ def test_chapter_has_the_book_rhythm_exercises_and_checked_cells(path):
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_opens_with_objectives_and_checks_more_than_shapes(path):
+    nb = _nb(path)
+    first = "".join(nb["cells"][0]["source"])
+    assert ":::{admonition} In this chapter" in first and "**After it you can**" in first and "**Read first:**" in first
+    objectives = re.findall(r"^- ", first.split("**After it you can**")[1].split("**Read first:**")[0], re.M)
+    assert 3 <= len(objectives) <= 5
+    md = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    solutions = re.findall(r":::\{solution\} ([\w-]+)\n(.*?)\n:::\n", md, re.S)
+    checked = [label for label, body in solutions if "exercises.check_" in body]
+    beyond = [label for label, body in solutions if re.search(r"exercises\.check_(number|function)", body)]
+    assert len(checked) >= 2 and beyond, (checked, beyond)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_first_cell_is_the_hidden_guarded_colab_setup(path, monkeypatch, capsys):
     from IPython.core.inputtransformer2 import TransformerManager
 

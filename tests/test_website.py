@@ -128,3 +128,21 @@ def test_formulas_are_typeset_without_network(site, browser):
     page.locator("mjx-container").first.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "math.png"))
     context.close()
+
+
+CHAPTERS = sorted(p.stem for p in (ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_shows_its_diagrams_and_its_code_fits_the_column(site, browser, chapter):
+    """Every chapter draws its architecture (SVG from plot.diagram, loaded), and no code cell scrolls
+    sideways at the book's column width."""
+    page, broken = _open(browser, f"{site}/chapters/{chapter}.html", f"{chapter}.png")
+    assert broken == []
+    diagrams = page.evaluate("""[...document.querySelectorAll('.cell_output img')]
+        .filter(i => i.src.endsWith('.svg') && i.naturalWidth > 50).length""")
+    assert diagrams >= 1, "no architecture diagram on the page"
+    wide = page.evaluate("""[...document.querySelectorAll('.cell_input pre')]
+        .filter(p => p.scrollWidth > p.clientWidth + 1).map(p => p.innerText.split('\\n')[0])""")
+    assert wide == [], wide
+    page.close()

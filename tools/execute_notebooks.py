@@ -4,7 +4,9 @@
 
 This is how the committed outputs are made (``make notebooks``). Progress bars are off
 (``CNN_BOOK_PROGRESS=0``) so that the saved outputs are the printed lines, not widgets. A failing
-cell stops the run and the notebook is not overwritten.
+cell stops the run and the notebook is not overwritten. A chapter's full-run time is recorded in
+``book/run_times.json`` (the course plan reads it), with the machine it ran on; quick mode
+records nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +31,27 @@ def execute(path: Path, timeout: int = 3600) -> float:
     return time.perf_counter() - t0
 
 
+def record(path: Path, seconds: float) -> None:
+    """Keep a chapter's full-run time in book/run_times.json."""
+    import datetime
+    import json
+    import platform
+
+    import torch
+
+    root = Path(__file__).resolve().parents[1]
+    if path.resolve().parent != root / "chapters" or os.environ.get("CNN_BOOK_QUICK", "0") not in ("", "0"):
+        return
+    out = root / "book" / "run_times.json"
+    times = json.loads(out.read_text()) if out.exists() else {}
+    device = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else \
+        f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+    times[path.stem] = {"seconds": round(seconds), "device": device, "date": datetime.date.today().isoformat()}
+    out.write_text(json.dumps(dict(sorted(times.items())), indent=1) + "\n")
+
+
 if __name__ == "__main__":
     for arg in sys.argv[1:]:
         seconds = execute(Path(arg))
+        record(Path(arg), seconds)
         print(f"{arg}: executed in {seconds:.0f} s", flush=True)

@@ -10,6 +10,7 @@ and a run of identical boxes as one box "× n".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -133,7 +134,14 @@ class Diagram:
         return g
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        return {"image/svg+xml": self.graph().pipe(format="svg", encoding="utf-8")}
+        import graphviz
+
+        try:
+            return {"image/svg+xml": self.graph().pipe(format="svg", encoding="utf-8"), "text/plain": repr(self)}
+        except graphviz.ExecutableNotFound:  # the Python package is there, the program that lays out is not
+            return {"text/plain": f"{self!r}: drawing it needs the graphviz program, which is not installed "
+                                  f"(Debian/Ubuntu: sudo apt-get install graphviz; macOS: brew install graphviz; "
+                                  f"conda install graphviz). Colab has it."}
 
     def save(self, path: str) -> None:
         """Write the diagram; the format follows the file's suffix (.svg, .png, .pdf)."""
@@ -226,32 +234,10 @@ def _fusable(box: Box) -> bool:
         "BN", "LRN", "dropout", "StochasticDepth", *(c.__name__ for c in _FUSED)}
 
 
-def _fuse(boxes: dict[str, Box], edges: list) -> None:
-    changed = True
-    while changed:
-        changed = False
-        parents, children = _links(edges)
-        for key, box in boxes.items():
-            kids = children.get(key, [])
-            if box.kind in ("io", "merge") or len(kids) != 1:
-                continue
-            kid = boxes[kids[0]]
-            if len(parents.get(kids[0], [])) != 1 or not _fusable(kid):
-                continue
-            if box.kind == "other" and not box.detail and _fusable(box):
-                continue  # two fusable layers in a row stay apart from what came before them
-            box.detail.append(kid.label if kid.label != "relu" else "ReLU")
-            box.modules += kid.modules
-            box.shape = kid.shape
-            edges[:] = _merge(boxes, edges, key, kids[0])
-            changed = True
-            break
-    for box in boxes.values():  # "BN · ReLU" on one line
-        if box.detail and box.kind != "block":
-            box.detail = [" · ".join(box.detail)]
-
-
-def _roll(boxes: dict[str, Box], edges: list) -> None:
+def _absorb(boxes: dict[str, Box], edges: list, take: Callable[[Box, Box], bool],
+            into: Callable[[Box, Box], None]) -> None:
+    """Merge, until none is left, every box into the one before it when it is that box's only child,
+    it has no other parent, and ``take(box, child)`` says so; ``into(box, child)`` updates the box."""
     changed = True
     while changed:
         changed = False
@@ -261,9 +247,34 @@ def _roll(boxes: dict[str, Box], edges: list) -> None:
             if box.kind in ("io", "merge") or len(kids) != 1 or len(parents.get(kids[0], [])) != 1:
                 continue
             kid = boxes[kids[0]]
-            if (kid.label, kid.detail, kid.shape, kid.kind) == (box.label, box.detail, box.shape, box.kind):
-                box.repeat += kid.repeat
+            if take(box, kid):
+                into(box, kid)
                 box.modules += kid.modules
                 edges[:] = _merge(boxes, edges, key, kids[0])
                 changed = True
                 break
+
+
+def _fuse(boxes: dict[str, Box], edges: list) -> None:
+    def take(box: Box, kid: Box) -> bool:
+        # two fusable layers in a row stay apart from what came before them
+        return _fusable(kid) and not (box.kind == "other" and not box.detail and _fusable(box))
+
+    def into(box: Box, kid: Box) -> None:
+        box.detail.append(kid.label if kid.label != "relu" else "ReLU")
+        box.shape = kid.shape
+
+    _absorb(boxes, edges, take, into)
+    for box in boxes.values():  # "BN · ReLU" on one line
+        if box.detail and box.kind != "block":
+            box.detail = [" · ".join(box.detail)]
+
+
+def _roll(boxes: dict[str, Box], edges: list) -> None:
+    def take(box: Box, kid: Box) -> bool:
+        return (kid.label, kid.detail, kid.shape, kid.kind) == (box.label, box.detail, box.shape, box.kind)
+
+    def into(box: Box, kid: Box) -> None:
+        box.repeat += kid.repeat
+
+    _absorb(boxes, edges, take, into)

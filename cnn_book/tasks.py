@@ -188,8 +188,7 @@ class Segmentation(Classification):
         logits = main_output(output)
         k = logits.shape[1]
         y = dense_targets(logits, y)
-        confusion = torch.bincount((y * k + logits.argmax(1)).flatten(), minlength=k * k).view(k, k)
-        return {"confusion": confusion}
+        return {"confusion": confusion_matrix(logits.argmax(1), y, k)}
 
     def metrics(self, sums):
         scores = SegmentationScores([], sums["confusion"].cpu(), float("nan"))
@@ -217,6 +216,12 @@ class Segmentation(Classification):
 
     def summary_line(self, test):
         return f"test pixel accuracy {test['acc']:.2%} | test mIoU {test['miou']:.3f}"
+
+
+def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """``(K, K)`` counts: ``[t, p]`` is the number of pixels (or items) of true class t predicted as p."""
+    k = num_classes
+    return torch.bincount((target * k + pred).flatten(), minlength=k * k).view(k, k)
 
 
 @dataclass

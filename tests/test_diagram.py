@@ -150,3 +150,16 @@ def test_a_stage_drawn_as_one_box_says_what_it_holds():
     blocks = [b for b in plot.diagram(cnn_book.get_model("efficientnet_b0"), depth=3).boxes.values()
               if b.label == "MBConv"]
     assert sum(b.repeat for b in blocks) == 16  # B0's 16 blocks, identical neighbours drawn as one
+
+
+def test_without_the_graphviz_program_the_diagram_says_what_to_install(monkeypatch):
+    import graphviz
+
+    def missing(*args, **kwargs):
+        raise graphviz.ExecutableNotFound(("dot",))
+
+    monkeypatch.setattr(graphviz.Digraph, "pipe", missing)
+    bundle = plot.diagram(cnn_book.get_model("lenet5"), title="LeNet-5")._repr_mimebundle_()
+    assert "image/svg+xml" not in bundle
+    assert "graphviz program" in bundle["text/plain"] and "apt-get install graphviz" in bundle["text/plain"]
+    assert "LeNet-5, 10 boxes" in bundle["text/plain"]

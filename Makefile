@@ -2,7 +2,8 @@
 #   make book   the website, into _build/html
 #   make test   unit tests, the chapters under nbval (quick mode) and the website in a browser
 #   make student the student edition: the website and the notebooks without solutions, in _build/student
-# Other targets: make notebooks (re-run every chapter in full, saving its outputs), make bench, make lint,
+# Other targets: make notebooks (re-run every chapter in full, saving its outputs), make key (run every
+# training exercise's solution and write the instructor's key, about 80 min on 2 cores), make bench, make lint,
 # make compat (the unit tests and three chapters with the oldest versions pyproject.toml allows, in .venv-compat).
 
 PYTHON ?= python3
@@ -14,12 +15,13 @@ CPY    := $(COMPAT)/bin/python
 COMPAT_CHAPTERS := chapters/01_simple_cnn.ipynb chapters/05_googlenet.ipynb chapters/08_efficientnet.ipynb
 export CNN_BOOK_PROGRESS ?= 0
 
-.PHONY: book test data notebooks bench lint compat clean student
+.PHONY: book test data notebooks bench lint compat clean student key
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-offline.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-offline.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -45,6 +47,10 @@ test: data
 
 notebooks: data
 	$(PY) tools/execute_notebooks.py chapters/*.ipynb book/*.ipynb
+
+key: data
+	$(PY) tools/instructor_key.py run
+	$(PY) tools/instructor_key.py page
 
 bench: data
 	$(PY) benchmarks/bench.py

@@ -18,11 +18,13 @@ for Debian's re-compressed files, the upstream ``.gz`` and torchvision's extract
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
 import shutil
 import tempfile
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
@@ -71,13 +73,39 @@ def _find(folder: Path, name: str) -> Path | None:
     return None
 
 
+# errors of writing, not reading: a full disk, a read-only file system, no permission, a quota
+_UNWRITABLE = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+def _unwritable(folder: Path, e: OSError) -> DataError:
+    return DataError(f"The data cache {folder} cannot be written ({e.strerror}). Point CNN_BOOK_CACHE to a folder "
+                     f"you can write to, e.g. export CNN_BOOK_CACHE=/tmp/cnn_book")
+
+
+def _damaged(src: Path, e: BaseException) -> DataError:
+    fix = ("reinstall it: sudo apt-get install --reinstall dataset-fashion-mnist" if DEBIAN_DIR in src.parents
+           else "delete it and get it again (see cnn_book.data's docstring for the places it can come from)")
+    return DataError(f"The Fashion-MNIST file {src} is truncated or corrupt ({type(e).__name__}: {e}); {fix}.")
+
+
 def _copy_verified(src: Path, dst: Path, sha256: str) -> None:
     """Decompress (if gzipped) ``src`` to ``dst`` through a temporary file, checking its SHA-256.
 
     ``dst`` appears only once its content is verified: a failure leaves no half-written cache.
     """
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
+    from .download import remove_stale
+
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(dst.parent, f".{dst.name}.")  # what a killed run left
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.{os.getpid()}.", suffix=".part")
+    except OSError as e:
+        if e.errno not in _UNWRITABLE:
+            raise
+        raise _unwritable(dst.parent, e) from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600: a shared (classroom) cache must be readable
     h = hashlib.sha256()
     try:
         opener = gzip.open if src.suffix == ".gz" else open
@@ -86,11 +114,12 @@ def _copy_verified(src: Path, dst: Path, sha256: str) -> None:
                 while chunk := fin.read(1 << 20):
                     h.update(chunk)
                     fout.write(chunk)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise DataError(
-                f"The Fashion-MNIST file {src} is truncated or corrupt ({type(e).__name__}: {e}). "
-                "Delete it and get it again (see cnn_book.data's docstring for the places it can come from)."
-            ) from None
+        except OSError as e:
+            if e.errno in _UNWRITABLE:  # writing the cache copy failed, not reading the source
+                raise _unwritable(dst.parent, e) from None
+            raise _damaged(src, e) from None
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise _damaged(src, e) from None
         if h.hexdigest() != sha256:
             raise DataError(
                 f"The Fashion-MNIST file {src} is corrupt: the SHA-256 of its content is "
@@ -103,11 +132,9 @@ def _copy_verified(src: Path, dst: Path, sha256: str) -> None:
 
 
 def _is_valid(path: Path, sha256: str) -> bool:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest() == sha256
+    from .download import sha256 as file_sha256
+
+    return file_sha256(path) == sha256
 
 
 def _no_data_message(looked: list[str], reason: str) -> str:
@@ -138,12 +165,16 @@ def fashion_mnist_root(download: bool = True) -> Path:
 
     for name, sha in FASHION_MNIST_FILES.items():
         target = raw / name
+        if target.is_file():  # a valid cache entry is used as it is, whatever else is set
+            try:
+                valid = _is_valid(target, sha)
+            except FileNotFoundError:  # another process dropped it as damaged a moment ago
+                valid = False
+            if valid:
+                continue
+            target.unlink(missing_ok=True)  # a damaged entry is ours to drop (another process may too)
         for folder in sources:
             if folder == raw:
-                if target.is_file():
-                    if _is_valid(target, sha):
-                        break
-                    target.unlink()  # a damaged cache entry is ours to drop; look further
                 continue
             src = _find(folder, name)
             if src is not None:
@@ -163,20 +194,48 @@ def fashion_mnist_root(download: bool = True) -> Path:
 def _download_fashion_mnist(root: Path, looked: list[str]) -> Path:
     from torchvision.datasets import FashionMNIST
 
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=".download-"))
-    try:
-        try:
-            FashionMNIST(staging, train=True, download=True)  # checks torchvision's md5 of each .gz
-        except (RuntimeError, OSError) as e:
-            first = str(e).strip().splitlines()
-            raise DataError(_no_data_message(looked, first[-1] if first else type(e).__name__)) from None
+    def fetch(staging: Path) -> None:
+        FashionMNIST(staging, train=True, download=True)  # checks torchvision's md5 of each .gz
         got = staging / "FashionMNIST" / "raw"
         for name, sha in FASHION_MNIST_FILES.items():
             _copy_verified(got / name, root / "FashionMNIST" / "raw" / name, sha)
+
+    try:
+        _staged(root, "Fashion-MNIST", fetch)
+    except (RuntimeError, OSError) as e:
+        if isinstance(e, DataError) and not str(e).startswith("No answer"):
+            raise
+        first = str(e).strip().splitlines()
+        raise DataError(_no_data_message(looked, first[-1] if first else type(e).__name__)) from None
+    return root
+
+
+def _staged(root: Path, what: str, fetch, move: str | None = None) -> None:
+    """``fetch(staging)`` downloads into a fresh folder in ``root`` (with a timeout on every read;
+    Ctrl-C and SIGTERM clean it up, and a killed run's folder goes at the next call); ``move``, if
+    given, is the folder renamed into ``root`` once complete, so ``root`` never holds half of it."""
+    from .download import interruptible, is_timeout, network_timeout, remove_stale
+
+    root.mkdir(parents=True, exist_ok=True)
+    remove_stale(root, ".download-")
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".download-{os.getpid()}-"))
+    try:
+        with network_timeout() as seconds, interruptible():
+            try:
+                fetch(staging)
+            except (RuntimeError, OSError) as e:
+                if is_timeout(e) or is_timeout(getattr(e, "__context__", None) or e):
+                    raise DataError(f"No answer from the server within {seconds:g} s while downloading {what} "
+                                    f"(CNN_BOOK_TIMEOUT sets the limit). Offline, see cnn_book.data's "
+                                    f"docstring for where the files can come from.") from None
+                raise
+        if move is not None:
+            target = root / move
+            if target.exists():
+                shutil.rmtree(target)  # an incomplete copy from before: replaced by the complete one
+            os.replace(staging / move, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return root
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,9 +401,18 @@ def load_cifar10(root: str | os.PathLike | None = None, device: torch.device | s
 
     root = Path(root) if root is not None else cache_dir()
     try:
-        train = CIFAR10(root, train=True, download=download)
-        test = CIFAR10(root, train=False, download=download)
+        try:
+            train = CIFAR10(root, train=True, download=False)
+        except RuntimeError:  # not there (or damaged): downloaded whole, then moved into root
+            if not download:
+                raise
+            _staged(root, "CIFAR-10", lambda staging: CIFAR10(staging, train=True, download=True),
+                    move=CIFAR10.base_folder)
+            train = CIFAR10(root, train=True, download=False)
+        test = CIFAR10(root, train=False, download=False)
     except (RuntimeError, OSError) as e:
+        if isinstance(e, DataError):
+            raise
         raise DataError(
             f"CIFAR-10 is not in {root / CIFAR10.base_folder} and could not be downloaded ({e}). "
             "It needs the internet once; after that it is read from that folder."
@@ -452,19 +520,39 @@ def load_oxford_pets(root: str | os.PathLike | None = None, size: int = 128, dev
     splits = []
     for split in ("trainval", "test"):
         try:
-            ds = OxfordIIITPet(root, split=split, target_types="segmentation", download=download)
+            try:
+                ds = OxfordIIITPet(root, split=split, target_types="segmentation", download=False)
+            except RuntimeError:  # not there: downloaded whole, then moved into root
+                if not download:
+                    raise
+                _staged(root, "Oxford-IIIT Pet", lambda staging: OxfordIIITPet(staging, download=True),
+                        move="oxford-iiit-pet")
+                ds = OxfordIIITPet(root, split=split, target_types="segmentation", download=False)
         except (RuntimeError, OSError) as e:
+            if isinstance(e, DataError):
+                raise
             raise DataError(f"Oxford-IIIT Pet is not in {root / 'oxford-iiit-pet'} and could not be downloaded "
                             f"({e}). It needs the internet once; after that it is read from that folder.") from None
         n = len(ds) if limit is None else min(limit, len(ds))
         images = torch.empty(n, 3, size, size, dtype=torch.uint8)
         masks = torch.empty(n, size, size, dtype=torch.uint8)
         for i in range(n):
-            photo, trimap = ds[i]
+            try:
+                photo, trimap = ds[i]
+                photo.load()
+                trimap.load()
+            except OSError as e:  # a missing (FileNotFoundError) or truncated image names its file
+                raise DataError(f"Oxford-IIIT Pet: {ds._images[i]} or its trimap {ds._segs[i]} cannot be read "
+                                f"({type(e).__name__}: {e}). Delete {root / 'oxford-iiit-pet'} and download "
+                                f"it again.") from None
             img = pil_to_tensor(photo.convert("RGB")).unsqueeze(0).float()
             images[i] = F.interpolate(img, size=(size, size), mode="bilinear", antialias=True,
                                       align_corners=False).round().clamp(0, 255).to(torch.uint8)[0]
             tri = pil_to_tensor(trimap).unsqueeze(0)
+            if tri.numel() and (tri.min() < 1 or tri.max() > 3):  # 1 pet, 2 background, 3 border
+                raise DataError(f"Oxford-IIIT Pet: the trimap {ds._segs[i]} holds values "
+                                f"{sorted(tri.unique().tolist())[:6]}, not only 1, 2 and 3: it is not a trimap "
+                                f"of this data set. Delete {root / 'oxford-iiit-pet'} and download it again.")
             masks[i] = (F.interpolate(tri.float(), size=(size, size), mode="nearest")[0, 0] - 1).to(torch.uint8)
         splits.append((images, masks))
     (trx, try_), (tex, tey) = splits
@@ -483,3 +571,7 @@ def sample_photo():
 if __name__ == "__main__":  # `python -m cnn_book.data`: fetch and verify once (used by `make data`)
     d = load_fashion_mnist()
     print(f"Fashion-MNIST ready in {fashion_mnist_root()}: {len(d.train_x):,} train / {len(d.test_x):,} test images")
+    from .models import place_offline_weights
+
+    for path in place_offline_weights():
+        print(f"Published weights ready, verified, in torch's cache: {path}")

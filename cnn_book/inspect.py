@@ -184,7 +184,12 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, depth:
     device = next(model.parameters()).device
     x = torch.zeros(1, *shape, device=device)
     try:
-        stats = torchinfo.summary(model, input_size=(1, *shape), depth=depth, verbose=0, device=device)
+        try:
+            stats = torchinfo.summary(model, input_size=(1, *shape), depth=depth, verbose=0, device=device)
+        except RuntimeError:  # torchinfo hides the model's own error ("Failed to run torchinfo"): show that one
+            with torch.no_grad():
+                model(x)
+            raise
         flops = flops_by_module(model, x)
         rfs = receptive_fields(model, x)
     finally:

@@ -1,7 +1,9 @@
 import gzip
 import hashlib
+import os
 import pickle
 import shutil
+import stat
 
 import numpy as np
 import pytest
@@ -170,3 +172,65 @@ def test_channel_stats_match_torch():
     assert torch.allclose(torch.tensor(mean, dtype=torch.float64), xf.mean(dim=(0, 2, 3)), atol=1e-9)
     population_std = xf.transpose(0, 1).reshape(3, -1).std(1, unbiased=False)
     assert torch.allclose(torch.tensor(std, dtype=torch.float64), population_std, atol=1e-9)
+
+
+def test_every_flipped_bit_of_a_gz_file_names_the_file(tmp_path, real_raw):
+    """Some corruptions of a .gz fail the CRC, some the length, some zlib itself: each is a DataError
+    that names the file, never a bare zlib.error."""
+    name = "t10k-labels-idx1-ubyte"
+    blob = gzip.compress((real_raw / name).read_bytes())  # a 10-byte header, then the deflate stream
+    bad = tmp_path / "bad" / f"{name}.gz"
+    bad.parent.mkdir()
+    for k, pos in enumerate(range(10, len(blob), max(1, len(blob) // 60))):
+        bad.write_bytes(blob[:pos] + bytes([blob[pos] ^ (1 << (k % 8))]) + blob[pos + 1:])
+        with pytest.raises(DataError, match=f"{name}.gz is (truncated or corrupt|corrupt)"):
+            data._copy_verified(bad, tmp_path / "out" / name, data.FASHION_MNIST_FILES[name])
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_an_unwritable_cache_names_the_folder_and_the_way_out(isolated_data, monkeypatch, real_raw):
+    src = _source_with_the_four_files(isolated_data, real_raw)
+    monkeypatch.setenv("CNN_BOOK_DATA", str(src))
+
+    def refused(*args, **kwargs):  # as a read-only folder does for a user (the tests may run as root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(data.tempfile, "mkstemp", refused)
+    raw = isolated_data / "cache" / "FashionMNIST" / "raw"
+    with pytest.raises(DataError, match=f"The data cache {raw} cannot be written .*CNN_BOOK_CACHE"):
+        load_fashion_mnist(download=False)
+
+
+def test_a_valid_cache_is_read_not_rewritten_and_is_shared(isolated_data, monkeypatch, real_raw):
+    src = _source_with_the_four_files(isolated_data, real_raw)
+    monkeypatch.setenv("CNN_BOOK_DATA", str(src))
+    old = os.umask(0o022)  # a classroom machine: others may read what one user cached
+    try:
+        load_fashion_mnist(download=False)
+    finally:
+        os.umask(old)
+    raw = isolated_data / "cache" / "FashionMNIST" / "raw"
+    stamps = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in raw.iterdir()}
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in raw.iterdir())
+    load_fashion_mnist(download=False)  # $CNN_BOOK_DATA is still set: the valid cache is used as it is
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in raw.iterdir()} == stamps
+
+
+def test_two_processes_repairing_the_same_damaged_entry_do_not_collide(isolated_data, monkeypatch, real_raw):
+    src = _source_with_the_four_files(isolated_data, real_raw)
+    monkeypatch.setattr(data, "DEBIAN_DIR", src)
+    raw = isolated_data / "cache" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-labels-idx1-ubyte").write_bytes(b"garbage")
+    checked = data._is_valid
+
+    def another_process_got_there_first(path, sha):
+        ok = checked(path, sha)
+        if not ok:
+            path.unlink()  # the other repairer drops the damaged entry between our check and our unlink
+        return ok
+
+    monkeypatch.setattr(data, "_is_valid", another_process_got_there_first)
+    load_fashion_mnist(download=False)  # no FileNotFoundError: the entry is repaired from the next source
+    monkeypatch.setattr(data, "_is_valid", checked)
+    assert checked(raw / "train-labels-idx1-ubyte", data.FASHION_MNIST_FILES["train-labels-idx1-ubyte"])

@@ -68,3 +68,6 @@ def test_student_website_has_the_exercises_and_no_solution(tmp_path):
                 if len(words) == 40 and words not in outside:
                     assert words not in text, line
     assert "student edition" in (html / "book" / "intro.html").read_text()
+    # the instructor's key is in the full edition only, and no page of the student site links to it
+    assert not (html / "book" / "instructor_key.html").exists()
+    assert not [p for p in html.rglob("*.html") if "instructor_key.html" in p.read_text()]

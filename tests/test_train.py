@@ -1,5 +1,7 @@
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -332,9 +334,47 @@ def test_results_are_recorded_only_from_full_runs(small_fmnist, tmp_path, monkey
     assert row["input"] == "1x28x28" and hist.input_shape == (1, 28, 28)
     with pytest.raises(ValueError, match="trained on"):  # a summary of another input size is refused
         results.record("lenet5", "02", hist, dataclasses.replace(summary(model), input_shape=(1, 32, 32)))
-    monkeypatch.setenv("CNN_BOOK_QUICK", "1")
+    with pytest.raises(ValueError, match="the summary is of SimpleCNN"):  # a summary of another model
+        results.record("lenet5", "02", hist, summary(get_model("simple_cnn")))
     path.unlink()
-    assert results.record("lenet5", "02", hist, summary(model)) is None and not path.exists()
+    quick = dataclasses.replace(hist, quick=True)  # quick mode is the history's, not the environment's
+    assert results.record("lenet5", "02", quick, summary(model)) is None and not path.exists()
+    monkeypatch.setenv("CNN_BOOK_QUICK", "1")
+    assert results.record("lenet5", "02", hist, summary(model)) == path and path.exists()
+
+
+@pytest.mark.parametrize("key, chapter, message", [
+    ("../outside", "02", "key must be"), ("LeNet", "02", "key must be"), ("", "02", "key must be"),
+    ("lenet5", "2", "chapter must be two digits"), ("lenet5", 2, "chapter must be two digits"),
+])
+def test_results_refuse_keys_that_leave_the_folder_and_chapters_that_misorder(key, chapter, message, tmp_path,
+                                                                               monkeypatch):
+    from cnn_book import results
+    from cnn_book.inspect import summary
+
+    monkeypatch.setenv("CNN_BOOK_RESULTS", str(tmp_path))
+    hist = train.History(model="LeNet5", input_shape=(1, 28, 28), epochs=[1], curves={"test_acc": [0.5]})
+    with pytest.raises(ValueError, match=message):
+        results.record(key, chapter, hist, summary(get_model("lenet5")))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_results_write_valid_json_atomically_and_name_a_damaged_file(tmp_path, monkeypatch):
+    from cnn_book import results
+    from cnn_book.inspect import summary
+
+    monkeypatch.setenv("CNN_BOOK_RESULTS", str(tmp_path))
+    diverged = train.History(model="LeNet5", input_shape=(1, 28, 28), epochs=[1],
+                             curves={"test_acc": [float("nan")]})
+    path = results.record("lenet5", "02", diverged, summary(get_model("lenet5")))
+    assert json.loads(path.read_text())["test_acc"] is None  # strict JSON: null, not NaN
+    assert [p.name for p in tmp_path.iterdir()] == ["lenet5.json"]  # no temporary file left
+    (tmp_path / "broken.json").write_text("")  # what a writer killed mid-write used to leave
+    (tmp_path / "old.json").write_text('{"chapter": 2}')
+    with pytest.warns(UserWarning) as caught:
+        rows = results.load_all()
+    assert [r["key"] for r in rows] == ["lenet5"]
+    assert sorted(Path(str(w.message).split(" is damaged")[0]).name for w in caught) == ["broken.json", "old.json"]
 
 
 def test_auxiliary_losses_are_added_with_the_model_s_weight(small_fmnist, capsys):

@@ -179,3 +179,35 @@ def test_oxford_pets_loader_on_made_files_in_its_format(tmp_path):
     assert x.shape == (2, 3, 32, 32) and y.dtype == torch.long
     with pytest.raises(DataError, match="could not be downloaded"):
         load_oxford_pets(tmp_path / "nothing", download=False)
+
+
+def _pets(tmp_path):
+    base = tmp_path / "oxford-iiit-pet"
+    (base / "images").mkdir(parents=True)
+    (base / "annotations" / "trimaps").mkdir(parents=True)
+    for split, name in (("trainval", "Abyssinian_1"), ("test", "pug_2")):
+        Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(base / "images" / f"{name}.jpg")
+        Image.fromarray(np.full((40, 50), 2, dtype=np.uint8)).save(base / "annotations" / "trimaps" / f"{name}.png")
+        (base / "annotations" / f"{split}.txt").write_text(f"{name} 1 1 1\n")
+    return base
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("a trimap value of 255", r"the trimap .*Abyssinian_1.png holds values \[2, 255\], not only 1, 2 and 3"),
+    ("a trimap value of 0", r"the trimap .*Abyssinian_1.png holds values \[0, 2\]"),
+    ("a missing photo", r"images/Abyssinian_1.jpg or its trimap .* cannot be read \(FileNotFoundError"),
+    ("a truncated photo", r"images/Abyssinian_1.jpg or its trimap .* cannot be read \(OSError"),
+])
+def test_oxford_pets_names_a_damaged_file(damage, message, tmp_path):
+    base = _pets(tmp_path)
+    photo, trimap = base / "images" / "Abyssinian_1.jpg", base / "annotations" / "trimaps" / "Abyssinian_1.png"
+    if "trimap" in damage:
+        t = np.full((40, 50), 2, dtype=np.uint8)
+        t[0, 0] = 255 if "255" in damage else 0
+        Image.fromarray(t).save(trimap)
+    elif "missing" in damage:
+        photo.unlink()
+    else:
+        photo.write_bytes(photo.read_bytes()[:200])
+    with pytest.raises(DataError, match=message):
+        load_oxford_pets(tmp_path, size=32, download=False)

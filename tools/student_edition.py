@@ -80,6 +80,12 @@ def build_site(out: Path) -> Path:
     for page in INSTRUCTOR_ONLY:
         for f in src.glob(page + ".*"):
             f.unlink()
+        # links to it become plain words: the student site has no such page
+        link = re.compile(r"\{doc\}`(?:\.\./book/)?" + re.escape(Path(page).name) + "`")
+        for f in [*src.glob("book/*.md"), *src.glob("book/*.ipynb")]:
+            text = f.read_text()
+            if link.search(text):
+                f.write_text(link.sub("a page of the full edition", text))
     write_notebooks(src / "chapters")
     config = (ROOT / "_config.yml").read_text()
     config = re.sub(r'^title: "(.*)"', r'title: "\1 (student edition)"', config, count=1, flags=re.M)

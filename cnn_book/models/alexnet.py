@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from . import register_model
-from .blocks import check_input
+from .blocks import check_input, param_dtype
 
 # (out_channels, kernel, stride, padding, groups, lrn_after, pool_after) per convolution, as in the paper.
 # Groups=2 is the two-GPU split: conv2, conv4 and conv5 read only the kernel maps on their own GPU.
@@ -70,7 +70,8 @@ class AlexNet(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, "AlexNet", self.input_shape[0], min_size=63 if self.variant == "torchvision" else 67)
+        check_input(x, "AlexNet", self.input_shape[0], min_size=63 if self.variant == "torchvision" else 67,
+                    dtype=param_dtype(self))
         x = self.features(x)
         x = self.avgpool(x)
         return self.classifier(torch.flatten(x, 1))

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
 def check_input(x: Tensor, model: str, in_channels: int, size: int | None = None,
-                min_size: int | None = None) -> None:
+                min_size: int | None = None, dtype: torch.dtype | None = None) -> None:
     """Raise a ``ValueError`` that names the expected shape when ``x`` cannot go through ``model``.
 
-    ``size``: the exact height and width the model needs; ``min_size``: the smallest it accepts.
+    ``size``: the exact height and width the model needs; ``min_size``: the smallest it accepts;
+    ``dtype``: the model's (its parameters'), which the input must have.
     """
+    if dtype is not None and x.dtype != dtype:
+        if not x.is_floating_point():  # uint8 pixels, as data sets store them
+            how = f"x.to({str(dtype).removeprefix('torch.')}) / 255" if dtype != torch.float32 else "x.float() / 255"
+        else:
+            how = "x.float()" if dtype == torch.float32 else f"x.to({dtype})"
+        raise ValueError(f"{model} expects {str(dtype).removeprefix('torch.')} input (as its weights are); got "
+                         f"{str(x.dtype).removeprefix('torch.')}: convert with {how}")
     ok = x.dim() == 4 and x.shape[1] == in_channels
     if ok and size is not None:
         ok = tuple(x.shape[-2:]) == (size, size)
@@ -25,6 +34,12 @@ def check_input(x: Tensor, model: str, in_channels: int, size: int | None = None
     got = "(N, " + ", ".join(str(d) for d in x.shape[1:]) + ")" if x.dim() == 4 else str(tuple(x.shape))
     hint = " (a batch of images: add one with x.unsqueeze(0))" if x.dim() == 3 else ""
     raise ValueError(f"{model} expects input of shape {want}; got {got}{hint}")
+
+
+def param_dtype(module: nn.Module) -> torch.dtype | None:
+    """The dtype of ``module``'s first parameter (what its input must have), or None."""
+    p = next(module.parameters(), None)
+    return None if p is None else p.dtype
 
 
 def init_kaiming(model: nn.Module) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from . import register_model
-from .blocks import ConvBNAct, SqueezeExcitation, check_input, make_divisible
+from .blocks import ConvBNAct, SqueezeExcitation, check_input, make_divisible, param_dtype
 
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15  # the paper's grid search, under alpha * beta^2 * gamma^2 ~ 2
 
@@ -139,7 +139,7 @@ class EfficientNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.name, self.input_shape[0], min_size=32)
+        check_input(x, self.name, self.input_shape[0], min_size=32, dtype=param_dtype(self))
         return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import register_model
-from .blocks import check_input
+from .blocks import check_input, param_dtype
 
 # Table 1 of the paper, one row per inception module:
 # in_channels, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj
@@ -166,7 +166,7 @@ class GoogLeNet(nn.Module):
         return nn.Sequential(self.avgpool, nn.Flatten(1), self.dropout, self.fc)
 
     def forward(self, x: Tensor) -> Tensor | GoogLeNetOutputs:
-        check_input(x, self.name, self.input_shape[0], min_size=self.min_size)
+        check_input(x, self.name, self.input_shape[0], min_size=self.min_size, dtype=param_dtype(self))
         if self.transform_input:  # from ImageNet's mean/std normalisation to the (x - 0.5) / 0.5 of the weights
             mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
             x = (x * std.view(1, 3, 1, 1).to(x) + mean.view(1, 3, 1, 1).to(x) - 0.5) / 0.5

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import register_model
-from .blocks import check_input
+from .blocks import check_input, param_dtype
 
 # Table I of the paper: which of S2's 6 maps each of C3's 16 maps reads.
 # Maps 0-5 read 3 neighbouring maps, 6-11 four neighbours, 12-14 four non-neighbours, 15 all six.
@@ -162,7 +162,8 @@ class LeNet5(nn.Module):
             ]))
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, "LeNet5" if self.variant == "modern" else "LeNet5 (1998)", *self.input_shape[:2])
+        check_input(x, "LeNet5" if self.variant == "modern" else "LeNet5 (1998)", *self.input_shape[:2],
+                    dtype=param_dtype(self))
         x = self.features(x)
         return self.classifier(torch.flatten(x, 1))
 

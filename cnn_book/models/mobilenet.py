@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from . import register_model
-from .blocks import ConvBNAct, check_input, init_kaiming, make_divisible
+from .blocks import ConvBNAct, check_input, init_kaiming, make_divisible, param_dtype
 
 # Table 1 of the v1 paper after the first 3x3 convolution (32 channels, stride 2):
 # (pointwise output channels, depthwise stride) of each depthwise-separable layer
@@ -64,7 +64,7 @@ class MobileNetV1(nn.Module):
         _init(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.name, self.input_shape[0], min_size=self.min_size)
+        check_input(x, self.name, self.input_shape[0], min_size=self.min_size, dtype=param_dtype(self))
         return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
 
@@ -115,7 +115,7 @@ class MobileNetV2(nn.Module):
         _init(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.name, self.input_shape[0], min_size=self.min_size)
+        check_input(x, self.name, self.input_shape[0], min_size=self.min_size, dtype=param_dtype(self))
         return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import register_model
-from .blocks import check_input, init_kaiming
+from .blocks import check_input, init_kaiming, param_dtype
 
 
 class BasicBlock(nn.Module):
@@ -171,7 +171,7 @@ class ResNet(nn.Module):
         return nn.Sequential(self.avgpool, nn.Flatten(1), self.fc)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.name, self.input_shape[0], min_size=self.min_size)
+        check_input(x, self.name, self.input_shape[0], min_size=self.min_size, dtype=param_dtype(self))
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, 56, 56) for a 224 input
         for stage in self.stages():
             x = stage(x)  # ResNet-50: (N, 256, 56, 56) -> ... -> (N, 2048, 7, 7)

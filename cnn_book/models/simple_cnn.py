@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from . import register_model
-from .blocks import check_input
+from .blocks import check_input, param_dtype
 
 
 class SimpleCNN(nn.Module):
@@ -34,7 +34,7 @@ class SimpleCNN(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, "SimpleCNN", *self.input_shape[:2])
+        check_input(x, "SimpleCNN", *self.input_shape[:2], dtype=param_dtype(self))
         x = self.features(x)
         return self.classifier(torch.flatten(x, 1))
 

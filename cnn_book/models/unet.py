@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from . import register_model
-from .blocks import init_kaiming
+from .blocks import check_input, init_kaiming, param_dtype
 
 
 class DoubleConv(nn.Sequential):
@@ -134,6 +134,7 @@ class UNet(nn.Module):
             got = "(N, " + ", ".join(map(str, x.shape[1:])) + ")" if x.dim() == 4 else str(tuple(x.shape))
             hint = " (a batch of images: add one with x.unsqueeze(0))" if x.dim() == 3 else ""
             raise ValueError(f"{self.name} expects input of shape (N, {self.input_shape[0]}, H, W); got {got}{hint}")
+        check_input(x, self.name, self.input_shape[0], dtype=param_dtype(self))  # the dtype: uint8, float64
         self.check_size(x.shape[-2], x.shape[-1])
         skips = []
         for level in self.encoder:  # contracting path: keep each level's output for its skip

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from . import register_model
-from .blocks import check_input
+from .blocks import check_input, param_dtype
 
 # Table 1 of the paper: convolution widths in order, "M" for a 2x2 max-pool. The 1x1 convolutions
 # and the LRN of configurations C and A-LRN are not in torchvision and are left out here too.
@@ -122,7 +122,8 @@ class VGG(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         side = 2**self.num_pools if isinstance(self.avgpool, nn.AdaptiveAvgPool2d) else None
-        check_input(x, self.name, self.input_shape[0], size=None if side else self.input_shape[1], min_size=side)
+        check_input(x, self.name, self.input_shape[0], size=None if side else self.input_shape[1],
+                    min_size=side, dtype=param_dtype(self))
         x = self.features(x)  # (N, 3, 224, 224) -> (N, 512, 7, 7): five pools halve 224 five times
         x = self.avgpool(x)
         return self.classifier(torch.flatten(x, 1))

@@ -8,6 +8,7 @@
 - ``cnn_book.settings``: the ``CNN_BOOK_*`` environment switches, read in one place
 - ``cnn_book.inspect``: ``summary(model)``, the layer-by-layer table
 - ``cnn_book.plot``: feature maps, filters, curves, confusion matrices, sample grids
+- ``cnn_book.transfer``: reusing an ImageNet network: the ImageNet view of the data, freezing, features, Grad-CAM
 - ``cnn_book.exercises``: checkers for the chapters' exercises
 """
 

@@ -126,6 +126,17 @@ def _inception_saving(name: str = "4e") -> float:
     return naive / reduced
 
 
+def _probe_params() -> int:
+    """The parameters a linear probe trains: MobileNetV2 with a new 10-class head, its features frozen."""
+    from .models import get_model
+    from .transfer import freeze, new_head, trainable
+
+    net = get_model("mobilenet_v2")
+    new_head(net, 10)
+    freeze(net, "features")
+    return trainable(net)
+
+
 NUMBERS: dict[str, Number] = {
     "vgg16-rf": Number("the receptive field of a unit of VGG-16's last pool, in pixels", _vgg16_pool5_rf,
                        "Hint: r grows by (k - 1) times the product of the strides before the layer; a 2x2 "
@@ -146,6 +157,10 @@ NUMBERS: dict[str, Number] = {
                                     "modules", lambda: _share("efficientnet_b0", _is_se),
                                     "Hint: each of the 16 blocks has one, two 1x1 convolutions with biases: "
                                     "expanded -> input/4 -> expanded.", rel_tol=0.02, unit=" %"),
+    "transfer-probe-params": Number("the number of parameters a linear probe on MobileNetV2's features trains for "
+                                    "10 classes", _probe_params,
+                                    "Hint: only the new head trains: a linear layer from the pooled features "
+                                    "(their width is the last 1x1 convolution's) to the classes, with biases."),
 }
 
 
@@ -190,6 +205,14 @@ def _dice(pred: torch.Tensor, target: torch.Tensor, c: int) -> float:
     return 2 * (p & g).sum().item() / (p.sum() + g.sum()).item()
 
 
+def _grey_first_layer(weight: torch.Tensor, bias: torch.Tensor, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """A one-channel layer equal, on a grey image g, to the RGB layer on (g, g, g) normalised
+    per channel: sum_c W_c (g - m_c) / s_c + b = (sum_c W_c / s_c) g + (b - sum_c m_c / s_c sum W_c)."""
+    m = torch.as_tensor(mean, dtype=weight.dtype).view(1, 3, 1, 1)
+    s = torch.as_tensor(std, dtype=weight.dtype).view(1, 3, 1, 1)
+    return (weight / s).sum(1, keepdim=True), bias - (weight * m / s).sum(dim=(1, 2, 3))
+
+
 def _same_padding(k: int, d: int = 1) -> int:
     return d * (k - 1) // 2
 
@@ -227,6 +250,17 @@ def _cases_masks(rng: random.Random):
         yield (pred, target, k)
 
 
+def _cases_grey(rng: random.Random):
+    for _ in range(6):
+        g = torch.Generator().manual_seed(rng.randrange(10**6))
+        out, k = rng.choice([1, 4, 8]), rng.choice([1, 3, 5])
+        weight = torch.randn(out, 3, k, k, generator=g, dtype=torch.float64)
+        bias = torch.randn(out, generator=g, dtype=torch.float64)
+        mean = tuple(round(rng.uniform(0.2, 0.6), 3) for _ in range(3))
+        std = tuple(round(rng.uniform(0.1, 0.4), 3) for _ in range(3))
+        yield weight, bias, mean, std
+
+
 def _cases_dice(rng: random.Random):
     for pred, target, k in _cases_masks(rng):
         yield (pred, target, rng.randrange(k))
@@ -256,12 +290,18 @@ FUNCTIONS: dict[str, Function] = {
                                "part is a 1x1 convolution."),
     "iou": Function("iou(pred, target, num_classes): the IoU of every class", _iou, _cases_masks,
                     "Hint: IoU_c = TP / (TP + FP + FN), counted over all pixels of the batch."),
+    "grey-first-layer": Function("grey_first_layer(weight, bias, mean, std): a one-channel first layer equal to an "
+                                 "RGB one on a grey image repeated and normalised", _grey_first_layer, _cases_grey,
+                                 "Hint: write the RGB layer's output on (g - m_c) / s_c for c = 0, 1, 2 and "
+                                 "collect the terms in g and the constant ones; return (weight, bias)."),
     "dice": Function("dice(pred, target, c): the Dice coefficient of class c", _dice, _cases_dice,
                      "Hint: Dice = 2 |P and G| / (|P| + |G|), with P and G the pixels of class c."),
 }
 
 
 def _same(a, b) -> bool:
+    if isinstance(b, tuple):  # a function that returns several values
+        return isinstance(a, (tuple, list)) and len(a) == len(b) and all(map(_same, a, b))
     if isinstance(b, torch.Tensor):
         a = torch.as_tensor(a, dtype=b.dtype)
         return a.shape == b.shape and torch.allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True)
@@ -294,6 +334,8 @@ def check_function(label: str, fn: Callable, *, reveal: bool = False, seed: int 
 
 
 def _short(v) -> str:
+    if isinstance(v, (tuple, list)) and any(isinstance(x, torch.Tensor) for x in v):
+        return "(" + ", ".join(map(_short, v)) + ")"
     if isinstance(v, torch.Tensor):
         return f"a tensor of shape {tuple(v.shape)}" if v.numel() > 8 else str(v.tolist())
     return repr(v)

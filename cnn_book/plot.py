@@ -1,5 +1,5 @@
 """Figures for the chapters: architecture diagrams, sample grids, feature maps, filters, training curves,
-confusion matrices.
+confusion matrices, a pretrained network's top classes on photos and heat maps over them.
 
 Every function returns the matplotlib ``Figure`` (end the notebook line with ``;`` so it shows once).
 """
@@ -53,8 +53,9 @@ def sample_grid(data: ImageData, n: int = 24, split: str = "train", ncols: int =
 
 @torch.no_grad()
 def feature_maps(model: nn.Module, image: Tensor, layers: Sequence[str], max_maps: int = 16,
-                 ncols: int = 8) -> Figure:
-    """The activations of ``layers`` (dotted names) for one ``image`` of shape (1, C, H, W).
+                 ncols: int = 8, title: str | None = None) -> Figure:
+    """The activations of ``layers`` (dotted names) for one ``image`` of shape (1, C, H, W);
+    ``title`` (default: the model's class) heads the figure.
 
     One block of rows per layer: its first ``max_maps`` channels, each with its own colour scale.
     """
@@ -92,7 +93,7 @@ def feature_maps(model: nn.Module, image: Tensor, layers: Sequence[str], max_map
         r += nrows
         axes[r - nrows, 0].set_ylabel(f"{tuple(full.shape[1:])}", fontsize=7)
     shapes = ", ".join(f"{n}: {captured[n].shape[1]} maps of {tuple(captured[n].shape[2:])}" for n in layers)
-    fig.suptitle(f"Feature maps of {type(model).__name__} ({shapes})", fontsize=9)
+    fig.suptitle(f"{title or f'Feature maps of {type(model).__name__}'} ({shapes})", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -207,4 +208,102 @@ def segmentation(images: Tensor, masks: Tensor, classes: Sequence[str], predicti
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[c]) for c in shown]
     fig.legend(handles, [classes[c] for c in shown], loc="lower center", ncol=min(6, len(shown)) or 1, fontsize=7)
     fig.tight_layout(rect=(0, 0.06 if n < 4 else 0.03, 1, 1))
+    return fig
+
+
+def predictions(model: nn.Module, photos: dict, top: int = 5, ncols: int = 2) -> Figure:
+    """Each photo beside the ``top`` classes a pretrained ``model`` gives it, with their probabilities.
+
+    ``photos`` maps names to PIL images (``data.sample_photos()``); the model is one built with
+    ``weights=``, which knows its classes and its preprocessing (``models.classify``).
+    """
+    from .models import classify
+
+    rows, cols = _grid(len(photos), ncols)
+    fig = plt.figure(figsize=(6.2 * cols, 2.1 * rows))
+    grid = fig.add_gridspec(rows, 2 * cols, width_ratios=[1, 1.4] * cols)
+    for k, (name, photo) in enumerate(photos.items()):
+        r, c = divmod(k, cols)
+        ax = fig.add_subplot(grid[r, 2 * c])
+        ax.imshow(photo)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+        probs, names = zip(*classify(model, photo, top=top), strict=True)
+        bars = fig.add_subplot(grid[r, 2 * c + 1])
+        bars.barh(range(top), [100 * p for p in probs], color="tab:blue")
+        bars.set_yticks(range(top), [n[:22] for n in names], fontsize=8)
+        bars.invert_yaxis()  # the most probable class on top
+        bars.set_xlim(0, 100)
+        bars.set_xlabel("probability (%)", fontsize=8)
+        bars.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def heatmaps(photos: dict, maps: dict, titles: dict | None = None, ncols: int = 4) -> Figure:
+    """Each photo with a heat map laid over it (Grad-CAM's ``transfer.grad_cam``): ``maps`` holds one
+    (H', W') tensor in [0, 1] per photo name, stretched over the centre crop the network saw
+    (torchvision's ImageNet preprocessing: the shorter side resized to 256, the centre 224 x 224 kept)."""
+    from PIL import Image
+
+    rows, cols = _grid(len(photos), ncols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
+    for ax, (name, photo) in zip(axes.flat, photos.items(), strict=False):
+        side = round(min(photo.size) * 224 / 256)  # what the preprocessing keeps: shorter side to 256, centre 224
+        left, top = (photo.width - side) // 2, (photo.height - side) // 2
+        square = photo.crop((left, top, left + side, top + side)).resize((224, 224), Image.BILINEAR)
+        ax.imshow(square)
+        ax.imshow(maps[name].cpu().numpy(), cmap="jet", alpha=0.45, extent=(0, 224, 224, 0),
+                  interpolation="bilinear")
+        ax.set_title((titles or {}).get(name, name), fontsize=9)
+        ax.axis("off")
+    for ax in axes.flat[len(photos):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def show_heatmap(ax, image: Tensor, heat: Tensor, title: str = "") -> None:
+    """A prepared image (C, H, W) with a heat map in [0, 1] stretched over it, on ``ax``."""
+    _show(ax, image)
+    h, w = image.shape[-2:]
+    ax.imshow(heat.detach().cpu().numpy(), cmap="jet", alpha=0.45, extent=(0, w, h, 0), interpolation="bilinear")
+    ax.set_title(title, fontsize=9)
+
+
+def projections(spaces: dict, classes: Sequence[str]) -> Figure:
+    """Side by side, each representation's first two principal components, coloured by class:
+    ``spaces`` maps a title to ``(x, y)``, ``x`` of shape (N, D) and ``y`` the N labels."""
+    fig, axes = plt.subplots(1, len(spaces), figsize=(4.2 * len(spaces), 4.2), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, (title, (x, y)) in zip(axes[0], spaces.items(), strict=True):
+        x = x.float() - x.float().mean(0)
+        _, _, v = torch.linalg.svd(x, full_matrices=False)
+        xy = (x @ v[:2].T).numpy()
+        for c, name in enumerate(classes):
+            sel = (y == c).numpy()
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=4, color=cmap(c % 10), label=name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, -1].legend(fontsize=7, markerscale=3, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_by_labels(table: dict, title: str = "") -> Figure:
+    """Test accuracy against the number of labelled images per class (log scale), one line per
+    method: ``table`` maps images per class to ``{method: accuracy}``."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    sizes = sorted(table)
+    for method in table[sizes[0]]:
+        ax.plot(sizes, [100 * table[n][method] for n in sizes], marker="o", label=method)
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+    ax.set_xlabel("labelled training images per class")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return fig

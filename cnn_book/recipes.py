@@ -23,6 +23,7 @@ from torch import nn
 DATASETS = {
     "fashion_mnist": ((1, 28, 28), 10, 60_000, "classification"),
     "fashion_mnist_scenes": ((1, 64, 64), 11, 20_000, "segmentation"),  # data.fashion_mnist_scenes()
+    "fashion_mnist_imagenet": ((3, 28, 28), 10, 60_000, "classification"),  # transfer.imagenet_view(fashion_mnist)
 }
 
 
@@ -47,6 +48,7 @@ class Recipe:
     momentum: float = 0.9  # SGD's (Nesterov); 0 is plain SGD
     schedule: str = "one-cycle"  # or "constant"
     init: str | None = None  # None: PyTorch's default; "xavier_uniform" for conv and linear weights (d2l's)
+    lr_scale: dict | None = None  # other rates by layer-name prefix, {"features": 0.1} (fine-tuning)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -66,7 +68,8 @@ class Recipe:
         """The keyword arguments of ``train.fit``."""
         return {"epochs": self.epochs, "batch_size": self.batch_size, "optimizer": self.optimizer, "lr": self.lr,
                 "weight_decay": self.weight_decay, "augment": self.augment, "loss": self.loss,
-                "log_every": self.log_every, "momentum": self.momentum, "schedule": self.schedule}
+                "log_every": self.log_every, "momentum": self.momentum, "schedule": self.schedule,
+                "lr_scale": self.lr_scale}
 
     def build(self, **options) -> nn.Module:
         """The model, with the recipe's options (``options`` override them: a chapter's sweeps)."""
@@ -85,6 +88,10 @@ class Recipe:
         """``data`` as the recipe feeds it: the training subset, then the padding or resizing."""
         if self.train_images is not None:
             data = replace(data, train_x=data.train_x[: self.train_images], train_y=data.train_y[: self.train_images])
+        if self.data == "fashion_mnist_imagenet":  # 3 channels and ImageNet's statistics, for its weights
+            from .transfer import imagenet_view
+
+            return imagenet_view(data, size=self.size or 28)
         return data.with_input(size=self.size, pad=self.pad) if self.size or self.pad else data
 
     def __str__(self) -> str:
@@ -95,7 +102,8 @@ class Recipe:
                 f"{'plain sgd' if self.optimizer == 'sgd' and not self.momentum else self.optimizer} lr {self.lr:g}"
                 f"{' constant' if self.schedule == 'constant' else ''} wd {self.weight_decay:g}"
                 f"{', augmented' if self.augment else ''}{f', {self.init} init' if self.init else ''}"
-                f"{f', loss {self.loss}' if self.loss else ''}")
+                f"{f', loss {self.loss}' if self.loss else ''}"
+                f"{''.join(f', {k} at {v:g} x lr' for k, v in (self.lr_scale or {}).items())}")
 
 
 def _gpu(cpu: Recipe, options: dict | None = None, **changes) -> dict[str, Recipe]:
@@ -140,6 +148,14 @@ RECIPES: dict[str, dict[str, Recipe]] = {
                          options={"alpha": 1.0}, epochs=15),
     # 08: B0 unchanged, at 64x64 so that its 32x downsampling ends on a 2x2 grid
     "efficientnet_b0": _gpu(Recipe("efficientnet_b0", _FMNIST, size=64, epochs=2), epochs=10),
+    # 10: MobileNetV2 with its ImageNet weights and a new head, fine-tuned (the pretrained layers at a
+    # tenth of the rate); the chapter also trains it from scratch (weights=None) and as a linear probe.
+    # 64x64 on a CPU (its 32-fold downsampling ends on 2x2), ImageNet's 224x224 on a GPU.
+    "mobilenet_v2_transfer": _gpu(Recipe("mobilenet_v2", {"num_classes": 10, "weights": "IMAGENET1K_V1",
+                                                          "partial": True},
+                                         data="fashion_mnist_imagenet", size=64, epochs=1, batch_size=64, lr=1e-3,
+                                         lr_scale={"features": 0.1}),
+                                  size=224, epochs=3),
     # 09: the padded U-Net on 64x64 scenes of Fashion-MNIST items
     "unet": _gpu(Recipe("unet", {"num_classes": 11, "in_channels": 1, "base_width": 16, "padding": "same"},
                         data="fashion_mnist_scenes", epochs=3, batch_size=64, lr=3e-3, loss="cross_entropy+dice"),

@@ -240,6 +240,28 @@ def predict(model: nn.Module, data: ImageData, split: str = "test", batch_size: 
     return torch.cat(preds), torch.cat(targets)
 
 
+def param_groups(model: nn.Module, lr: float, lr_scale: dict[str, float] | None = None) -> list[dict]:
+    """The trainable parameters in groups with their learning rates: ``lr`` times the scale of the
+    first prefix of ``lr_scale`` that names the parameter's module, ``lr`` for the rest."""
+    scales = dict(lr_scale or {})
+    for prefix, scale in scales.items():
+        if not scale > 0:
+            raise ValueError(f"lr_scale[{prefix!r}] must be positive, got {scale!r} (freeze layers instead)")
+    groups: dict[str, list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            key = next((k for k in scales if name == k or name.startswith(k + ".")), "")
+            groups.setdefault(key, []).append(p)
+    unused = [k for k in scales if k not in groups]
+    if unused:
+        raise ValueError(f"lr_scale names {unused[0]!r}, which holds no trainable parameter of "
+                         f"{type(model).__name__}; its top-level parts are "
+                         f"{', '.join(n for n, _ in model.named_children())}")
+    if not groups:
+        raise ValueError("every parameter of the model is frozen: there is nothing to train")
+    return [{"params": ps, "lr": lr * scales.get(k, 1.0)} for k, ps in groups.items()]
+
+
 def _optimizer(name: str, params, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
     if name == "sgd":  # Nesterov momentum; momentum=0 is plain SGD (d2l's setting)
         return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
@@ -300,11 +322,14 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
         augment: bool = False, loss: str | None = None, task: Task | None = None, precision: str | None = None,
         grad_clip: float | None = None, device: torch.device | str | None = None, seed: int = 0,
         progress: bool | None = None, log_every: int = 20, momentum: float = 0.9,
-        schedule: str = "one-cycle") -> History:
+        schedule: str = "one-cycle", lr_scale: dict[str, float] | None = None) -> History:
     """Train ``model`` on ``data``; return the ``History``.
 
     ``optimizer``: "adamw", or "sgd" with Nesterov ``momentum`` (``momentum=0``: plain SGD).
     ``schedule``: "one-cycle" (warm-up to ``lr``, then annealing to almost 0) or "constant".
+    ``lr_scale``: other rates for some layers, by name prefix: ``{"features": 0.1}`` trains the
+    parameters under ``model.features`` at a tenth of ``lr`` (fine-tuning a pretrained network).
+    Frozen parameters (``requires_grad=False``) are left out of the optimiser.
 
     ``task``: what the loss and the metrics are; by default the one ``data.task`` names, built
     with ``loss`` (e.g. "cross_entropy+dice" for segmentation) and ``label_smoothing``.
@@ -332,9 +357,10 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    opt = _optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
+    opt = _optimizer(optimizer, param_groups(model, lr, lr_scale), lr, weight_decay, momentum)
     if schedule == "one-cycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                    total_steps=epochs * steps_per_epoch)
     elif schedule == "constant":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     else:

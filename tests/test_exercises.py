@@ -112,3 +112,21 @@ def test_the_reference_functions_agree_with_the_package_s_layers_and_scores():
         confusion[t, p] += 1  # counted one pixel at a time
     scores = SegmentationScores([str(c) for c in range(4)], confusion, 0.0)
     assert torch.allclose(exercises.FUNCTIONS["iou"].reference(pred, target, 4), scores.iou.double())
+
+
+def test_the_transfer_chapter_s_checkers_agree_with_real_layers():
+    # the linear probe trains the new head only: 1,280 pooled features to 10 classes, with biases
+    assert exercises.NUMBERS["transfer-probe-params"].compute() == 1280 * 10 + 10
+    # the one-channel first layer: on a grey image, the same output as the RGB layer on the image
+    # repeated three times and normalised with ImageNet's statistics (no padding: zeros are not grey)
+    from cnn_book.transfer import IMAGENET_MEAN, IMAGENET_STD
+
+    g = torch.Generator().manual_seed(0)
+    conv = nn.Conv2d(3, 8, 3).double()
+    grey = torch.rand(2, 1, 12, 12, generator=g, dtype=torch.float64)
+    m, s = (torch.tensor(v, dtype=torch.float64).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    w1, b1 = exercises.FUNCTIONS["grey-first-layer"].reference(conv.weight.detach(), conv.bias.detach(),
+                                                               IMAGENET_MEAN, IMAGENET_STD)
+    with torch.no_grad():
+        assert torch.allclose(conv((grey.expand(-1, 3, -1, -1) - m) / s), nn.functional.conv2d(grey, w1, b1))
+    assert not exercises.check_function("grey-first-layer", lambda w, b, mean, std: (w.sum(1, keepdim=True), b))

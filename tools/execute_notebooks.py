@@ -31,6 +31,20 @@ def execute(path: Path, timeout: int = 3600) -> float:
     return time.perf_counter() - t0
 
 
+def cpu_model() -> str:
+    """The processor's name (Linux's /proc/cpuinfo; the machine type elsewhere): run times differ by
+    a factor of two or more between the CPUs the book has been run on."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def record(path: Path, seconds: float) -> None:
     """Keep a chapter's full-run time in book/run_times.json."""
     import datetime
@@ -46,7 +60,8 @@ def record(path: Path, seconds: float) -> None:
     times = json.loads(out.read_text()) if out.exists() else {}
     device = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else \
         f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
-    times[path.stem] = {"seconds": round(seconds), "device": device, "date": datetime.date.today().isoformat()}
+    times[path.stem] = {"seconds": round(seconds), "device": device, "cpu": cpu_model(),
+                        "date": datetime.date.today().isoformat()}
     out.write_text(json.dumps(dict(sorted(times.items())), indent=1) + "\n")
 
 

@@ -301,8 +301,10 @@ def load_torchvision_weights(model: nn.Module, name: str, weights: str = "DEFAUL
               f"skipped (kept as initialised): {', '.join(skipped) or 'none'}")
     else:
         model.load_state_dict(state, strict=True)
-    model.categories = list(w.meta["categories"])
-    model.preprocess = w.transforms()
+    if not skipped:  # with a new head, ImageNet's class names no longer name the outputs
+        model.categories = list(w.meta["categories"])
+    # a plain attribute, not a submodule: the transform is no layer of the network
+    object.__setattr__(model, "preprocess", w.transforms())
     return model
 
 

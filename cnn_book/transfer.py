@@ -9,8 +9,8 @@
 
 The three ways to use a pretrained network that the chapter compares are a linear classifier on
 its frozen features (``freeze`` then ``fit``, or ``features`` then ``linear_probe``), fine-tuning
-all of it (``fit`` with ``lr_scale`` for a smaller rate on the pretrained layers), and the same
-architecture trained from scratch.
+all of it (``fit`` with ``lr_scale`` for a smaller rate on the pretrained layers; ``unfreeze``
+undoes ``freeze``, block by block if wanted), and the same architecture trained from scratch.
 """
 
 from __future__ import annotations
@@ -94,6 +94,34 @@ def freeze(model: nn.Module, *prefixes: str) -> int:
             if isinstance(child, nn.BatchNorm2d) and wanted(full):
                 setattr(module, child_name, _frozen_bn(child))
     return frozen
+
+
+def unfreeze(model: nn.Module, *prefixes: str) -> int:
+    """Undo ``freeze`` for the parameters under ``prefixes`` (all if none are given): gradients on
+    again, and each ``FrozenBatchNorm2d`` turned back into a ``BatchNorm2d`` with the same weights
+    and statistics, which training mode updates again. The usual order when fine-tuning in stages:
+    train the new head on a frozen network first, then unfreeze the last blocks, then all of it.
+    Returns the number of parameters unfrozen."""
+    def wanted(name: str) -> bool:
+        return not prefixes or any(name == p or name.startswith(p + ".") for p in prefixes)
+
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if isinstance(child, FrozenBatchNorm2d) and wanted(full):
+                bn = nn.BatchNorm2d(child.weight.numel(), eps=child.eps).to(child.weight.device)
+                with torch.no_grad():
+                    bn.weight.copy_(child.weight)
+                    bn.bias.copy_(child.bias)
+                    bn.running_mean.copy_(child.running_mean)
+                    bn.running_var.copy_(child.running_var)
+                setattr(module, child_name, bn)
+    unfrozen = 0
+    for name, p in model.named_parameters():
+        if wanted(name) and not p.requires_grad:
+            p.requires_grad_(True)
+            unfrozen += p.numel()
+    return unfrozen
 
 
 def _frozen_bn(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:

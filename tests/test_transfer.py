@@ -5,6 +5,7 @@ Grad-CAM checked against captum's."""
 import pytest
 import torch
 from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 import cnn_book
 from cnn_book import train, transfer
@@ -128,3 +129,21 @@ def test_grad_cam_finds_each_class_on_its_own_side_of_a_real_photo_pair():
         cam, _ = transfer.grad_cam(net, x, net.features[-1], target=net.categories.index(name))
         halves = cam[:, : cam.shape[1] // 2].sum(), cam[:, cam.shape[1] // 2:].sum()
         assert halves[side] > 2 * halves[1 - side], (name, halves)
+
+
+def test_unfreeze_restores_gradients_and_trainable_batch_norms_with_the_same_outputs():
+    torch.manual_seed(0)
+    net = cnn_book.get_model("mobilenet_v2", num_classes=10, width_mult=0.25).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = net(x)
+    n_params = sum(p.numel() for p in net.parameters())
+    transfer.freeze(net, "features")
+    assert transfer.unfreeze(net, "features.17", "features.18") > 0  # the last blocks first
+    assert any(p.requires_grad for p in net.features[18].parameters())
+    assert not any(p.requires_grad for p in net.features[0].parameters())
+    transfer.unfreeze(net)
+    assert transfer.trainable(net) == sum(p.numel() for p in net.parameters()) == n_params
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in net.modules())
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(x), before, atol=1e-5)

@@ -80,19 +80,8 @@ def freeze(model: nn.Module, *prefixes: str) -> int:
     in ``model.train()`` a batch norm would still normalise with each batch's own statistics and move
     its stored ones toward the new data's.
     Returns the number of parameters frozen."""
-    def wanted(name: str) -> bool:
-        return not prefixes or any(name == p or name.startswith(p + ".") for p in prefixes)
-
-    frozen = 0
-    for name, p in model.named_parameters():
-        if wanted(name) and p.requires_grad:
-            p.requires_grad_(False)
-            frozen += p.numel()
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            if isinstance(child, nn.BatchNorm2d) and wanted(full):
-                setattr(module, child_name, _frozen_bn(child))
+    frozen = _set_trainable(model, prefixes, False)
+    _swap_batch_norms(model, prefixes, nn.BatchNorm2d, lambda bn: FrozenBatchNorm2d(bn.num_features, eps=bn.eps))
     return frozen
 
 
@@ -102,35 +91,36 @@ def unfreeze(model: nn.Module, *prefixes: str) -> int:
     and statistics, which training mode updates again. The usual order when fine-tuning in stages:
     train the new head on a frozen network first, then unfreeze the last blocks, then all of it.
     Returns the number of parameters unfrozen."""
-    def wanted(name: str) -> bool:
-        return not prefixes or any(name == p or name.startswith(p + ".") for p in prefixes)
+    _swap_batch_norms(model, prefixes, FrozenBatchNorm2d, lambda bn: nn.BatchNorm2d(bn.weight.numel(), eps=bn.eps))
+    return _set_trainable(model, prefixes, True)
 
+
+def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``name`` is one of the modules ``prefixes`` name, or inside one (no prefixes: all)."""
+    return not prefixes or any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _set_trainable(model: nn.Module, prefixes: tuple[str, ...], on: bool) -> int:
+    """Switch gradients on or off for the parameters under ``prefixes``; the number switched."""
+    changed = 0
+    for name, p in model.named_parameters():
+        if _under(name, prefixes) and p.requires_grad != on:
+            p.requires_grad_(on)
+            changed += p.numel()
+    return changed
+
+
+def _swap_batch_norms(model: nn.Module, prefixes: tuple[str, ...], kind: type, make) -> None:
+    """Replace each ``kind`` batch norm under ``prefixes`` by ``make(old)``, carrying over its
+    weight, bias and running statistics (the other kind of batch norm: frozen or trainable)."""
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            if isinstance(child, FrozenBatchNorm2d) and wanted(full):
-                bn = nn.BatchNorm2d(child.weight.numel(), eps=child.eps).to(child.weight.device)
+            if isinstance(child, kind) and _under(f"{name}.{child_name}" if name else child_name, prefixes):
+                new = make(child).to(child.weight.device)
                 with torch.no_grad():
-                    bn.weight.copy_(child.weight)
-                    bn.bias.copy_(child.bias)
-                    bn.running_mean.copy_(child.running_mean)
-                    bn.running_var.copy_(child.running_var)
-                setattr(module, child_name, bn)
-    unfrozen = 0
-    for name, p in model.named_parameters():
-        if wanted(name) and not p.requires_grad:
-            p.requires_grad_(True)
-            unfrozen += p.numel()
-    return unfrozen
-
-
-def _frozen_bn(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
-    frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps).to(bn.weight.device)
-    frozen.weight.copy_(bn.weight.detach())
-    frozen.bias.copy_(bn.bias.detach())
-    frozen.running_mean.copy_(bn.running_mean)
-    frozen.running_var.copy_(bn.running_var)
-    return frozen
+                    for key in ("weight", "bias", "running_mean", "running_var"):
+                        getattr(new, key).copy_(getattr(child, key))
+                setattr(module, child_name, new)
 
 
 def trainable(model: nn.Module) -> int:

@@ -427,6 +427,64 @@ def load_cifar10(root: str | os.PathLike | None = None, device: torch.device | s
     return data.to(device) if device is not None else data
 
 
+# --- binary pixels, for a generative model ----------------------------------------------------
+
+@dataclass
+class BinaryImages(ImageData):
+    """Images whose pixels are 0 or 1, for a model of p(x) with a Bernoulli per pixel (the VAE).
+
+    A grey level g in [0, 1] is read as the probability that the pixel is on (stochastic
+    binarisation, Salakhutdinov and Murray, 2008). The test images are binarised once, with a
+    fixed seed, so that every evaluation scores the same 0/1 images; the training images keep their
+    grey levels and are binarised afresh each time a batch is drawn (``dynamic``, as in Burda et
+    al., 2015), which is free augmentation. Batches are ``(x, x)``: the image is its own target.
+    The labels stay in ``train_y``/``test_y`` (for the pictures: a latent space coloured by class).
+    """
+
+    task = "generative"
+    dynamic: bool = True
+
+    def with_input(self, size: int | None = None, pad: int = 0) -> ImageData:
+        raise ValueError("binary images are fed at their own size: a resized image would have grey pixels "
+                         "again; binarise the resized images instead")
+
+    def prepare(self, x: Tensor, augment: bool = False, generator: torch.Generator | None = None) -> Tensor:
+        """uint8 (N, C, H, W) -> float in [0, 1], not normalised: the likelihood is of these values."""
+        if augment:
+            raise ValueError("binary images are not augmented by flips and shifts here: dynamic binarisation "
+                             "already gives a new image at every epoch (pass augment=False)")
+        return x.float().div_(255)
+
+    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, augment: bool = False,
+                limit: int | None = None, generator: torch.Generator | None = None, merge_single: bool = False):
+        x, _ = self.split(split)
+        draw = generator or torch.Generator().manual_seed(0)  # without one: the same 0/1 images every time
+        for idx in batch_indices(len(x), batch_size, shuffle, limit, generator, merge_single, x.device):
+            images = self.prepare(x[idx], augment)
+            if split == "train" and self.dynamic:  # drawn on the CPU from fit's generator: the same run on any device
+                images = (torch.rand(images.shape, generator=draw).to(images.device) < images).float()
+            yield images, images
+
+
+def binarize(data: ImageData, seed: int = 0, dynamic: bool = True) -> BinaryImages:
+    """``data`` with 0/1 pixels: each test pixel is on with probability its grey level (drawn once
+    from ``seed``); the training pixels likewise, either afresh for every batch (``dynamic=True``)
+    or once (``dynamic=False``, a fixed binary training set)."""
+    if data.train_x.dtype != torch.uint8:
+        raise ValueError(f"binarize takes the uint8 images of a data set; {data.name}'s are {data.train_x.dtype}")
+    g = torch.Generator().manual_seed(seed)
+
+    def once(x: Tensor) -> Tensor:
+        p = x.float().cpu() / 255
+        return ((torch.rand(p.shape, generator=g) < p).to(torch.uint8) * 255).to(x.device)
+
+    test_x = once(data.test_x)
+    train_x = data.train_x if dynamic else once(data.train_x)
+    return BinaryImages(name=f"{data.name} (binarised)", classes=list(data.classes), train_x=train_x,
+                        train_y=data.train_y, test_x=test_x, test_y=data.test_y, mean=data.mean, std=data.std,
+                        dynamic=dynamic)
+
+
 # --- segmentation -------------------------------------------------------------------------------
 
 @dataclass

@@ -137,6 +137,12 @@ def _probe_params() -> int:
     return trainable(net)
 
 
+def _vae_effective_beta() -> int:
+    """The KL's weight, relative to the ELBO's, when the reconstruction is averaged over the pixels of
+    a 3x64x64 image and the KL summed over the latents: the mean divides one term by 3 x 64 x 64."""
+    return 3 * 64 * 64
+
+
 NUMBERS: dict[str, Number] = {
     "vgg16-rf": Number("the receptive field of a unit of VGG-16's last pool, in pixels", _vgg16_pool5_rf,
                        "Hint: r grows by (k - 1) times the product of the strides before the layer; a 2x2 "
@@ -161,6 +167,10 @@ NUMBERS: dict[str, Number] = {
                                     "10 classes", _probe_params,
                                     "Hint: only the new head trains: a linear layer from the pooled features "
                                     "(their width is the last 1x1 convolution's) to the classes, with biases."),
+    "vae-mean-beta": Number("the beta that a reconstruction term averaged over the pixels of a 3x64x64 image, "
+                            "next to a KL summed over the latents, amounts to", _vae_effective_beta,
+                            "Hint: multiply the whole loss by what the mean divided the reconstruction by; the "
+                            "minimiser does not change, and the KL's factor is then beta."),
 }
 
 
@@ -266,6 +276,25 @@ def _cases_dice(rng: random.Random):
         yield (pred, target, rng.randrange(k))
 
 
+def _gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    from .models.vae import gaussian_kl
+
+    return gaussian_kl(mu, logvar)
+
+
+def _reparameterised(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def _cases_gaussian(rng: random.Random, with_eps: bool = False):
+    g = torch.Generator().manual_seed(rng.randrange(10**6))
+    for _ in range(12):
+        n, d = rng.randint(1, 6), rng.choice([1, 2, 16, 20])
+        mu = torch.randn(n, d, generator=g, dtype=torch.float64) * rng.choice([0.1, 1.0, 3.0])
+        logvar = torch.randn(n, d, generator=g, dtype=torch.float64) * rng.choice([0.1, 1.0, 2.0])
+        yield (mu, logvar, torch.randn(n, d, generator=g, dtype=torch.float64)) if with_eps else (mu, logvar)
+
+
 @dataclass(frozen=True)
 class Function:
     what: str
@@ -296,6 +325,14 @@ FUNCTIONS: dict[str, Function] = {
                                  "collect the terms in g and the constant ones; return (weight, bias)."),
     "dice": Function("dice(pred, target, c): the Dice coefficient of class c", _dice, _cases_dice,
                      "Hint: Dice = 2 |P and G| / (|P| + |G|), with P and G the pixels of class c."),
+    "vae-kl": Function("kl(mu, logvar): KL(N(mu, sigma^2) || N(0, I)) of each row, summed over the latents",
+                       _gaussian_kl, _cases_gaussian,
+                       "Hint: per latent, (mu^2 + sigma^2 - 1 - log sigma^2) / 2, with sigma^2 = exp(logvar); "
+                       "sum over dimension 1."),
+    "vae-reparameterise": Function("reparameterise(mu, logvar, eps): the code z for the noise eps",
+                                   _reparameterised, lambda rng: _cases_gaussian(rng, with_eps=True),
+                                   "Hint: the network predicts log sigma^2, so sigma = exp(logvar / 2), not "
+                                   "exp(logvar)."),
 }
 
 

@@ -24,7 +24,24 @@ DATASETS = {
     "fashion_mnist": ((1, 28, 28), 10, 60_000, "classification"),
     "fashion_mnist_scenes": ((1, 64, 64), 11, 20_000, "segmentation"),  # data.fashion_mnist_scenes()
     "fashion_mnist_imagenet": ((3, 28, 28), 10, 60_000, "classification"),  # transfer.imagenet_view(fashion_mnist)
+    "fashion_mnist_binary": ((1, 28, 28), 10, 60_000, "generative"),  # data.binarize(fashion_mnist)
 }
+
+
+def _imagenet_view(data, recipe):
+    from .transfer import imagenet_view
+
+    return imagenet_view(data, size=recipe.size or 28)  # 3 channels and ImageNet's statistics, for its weights
+
+
+def _binary_view(data, recipe):
+    from .data import binarize
+
+    return binarize(data)  # 0/1 pixels for a Bernoulli likelihood: test images fixed, training ones per batch
+
+
+# The data sets that are a view of Fashion-MNIST: how ``Recipe.prepare`` makes them from it.
+VIEWS = {"fashion_mnist_imagenet": _imagenet_view, "fashion_mnist_binary": _binary_view}
 
 
 @dataclass(frozen=True)
@@ -88,10 +105,8 @@ class Recipe:
         """``data`` as the recipe feeds it: the training subset, then the padding or resizing."""
         if self.train_images is not None:
             data = replace(data, train_x=data.train_x[: self.train_images], train_y=data.train_y[: self.train_images])
-        if self.data == "fashion_mnist_imagenet":  # 3 channels and ImageNet's statistics, for its weights
-            from .transfer import imagenet_view
-
-            return imagenet_view(data, size=self.size or 28)
+        if self.data in VIEWS:
+            return VIEWS[self.data](data, self)
         return data.with_input(size=self.size, pad=self.pad) if self.size or self.pad else data
 
     def __str__(self) -> str:
@@ -156,6 +171,17 @@ RECIPES: dict[str, dict[str, Recipe]] = {
                                          data="fashion_mnist_imagenet", size=64, epochs=1, batch_size=64, lr=1e-3,
                                          lr_scale={"features": 0.1}),
                                   size=224, epochs=3),
+    # 11: the VAE on binarised Fashion-MNIST, batches of 100 as in the paper; Adam instead of its Adagrad, no
+    # weight decay (the paper's is a N(0, I) prior on the weights, negligible next to 60,000 images' likelihood)
+    "vae": _gpu(Recipe("vae", {"latent_size": 16}, data="fashion_mnist_binary", epochs=10, batch_size=100, lr=1e-3,
+                       weight_decay=0.0, augment=False), epochs=50),
+    "vae_2d": _gpu(Recipe("vae", {"latent_size": 2}, data="fashion_mnist_binary", epochs=10, batch_size=100, lr=1e-3,
+                          weight_decay=0.0, augment=False), epochs=50),  # the pictures of the latent plane
+    "vae_paper": _gpu(Recipe("vae", {"variant": "paper", "latent_size": 20}, data="fashion_mnist_binary", epochs=10,
+                             batch_size=100, lr=1e-3, weight_decay=0.0, augment=False), epochs=50),
+    "vae_beta": _gpu(Recipe("vae", {"variant": "paper", "latent_size": 20}, data="fashion_mnist_binary",
+                            train_images=20_000, epochs=3, batch_size=100, lr=1e-3, weight_decay=0.0,
+                            augment=False)),  # the beta sweep (the task's beta): same on both
     # 09: the padded U-Net on 64x64 scenes of Fashion-MNIST items
     "unet": _gpu(Recipe("unet", {"num_classes": 11, "in_channels": 1, "base_width": 16, "padding": "same"},
                         data="fashion_mnist_scenes", epochs=3, batch_size=64, lr=3e-3, loss="cross_entropy+dice"),
@@ -182,11 +208,9 @@ def one_step(recipe: Recipe, batch_size: int = 2, device: torch.device | str = "
 
     torch.manual_seed(0)
     model = recipe.build().to(device).train()
-    x = torch.randn(batch_size, *recipe.input_shape, device=device)
-    per_pixel = recipe.task == "segmentation"
-    y = torch.randint(0, DATASETS[recipe.data][1], (batch_size, *recipe.input_shape[1:])[: 3 if per_pixel else 1],
-                      device=device)
-    loss, _ = get_task(recipe.task, loss=recipe.loss).loss(model, model(x), y)
+    task = get_task(recipe.task, loss=recipe.loss)
+    x, y = task.random_batch(batch_size, recipe.input_shape, DATASETS[recipe.data][1], device)
+    loss, _ = task.loss(model, model(x), y)
     loss.backward()
     return loss.item()
 

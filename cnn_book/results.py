@@ -58,6 +58,8 @@ def record(key: str, chapter: str, history: History, summary: ModelSummary) -> P
     }
     if history.curves.get("test_miou"):  # segmentation: test_acc is pixel accuracy; the mean IoU is kept too
         row["test_miou"] = _finite(history.curves["test_miou"][-1])
+    if history.task == "generative":  # no accuracy: the test negative ELBO, nats per image, is the figure
+        row["test_nelbo"] = _finite(history.curves["test_loss"][-1])
     path = folder / f"{key}.json"
     remove_stale(folder, f".{key}.json.")  # a killed writer's temporary file
     tmp = folder / f".{key}.json.{os.getpid()}.tmp"

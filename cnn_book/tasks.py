@@ -70,6 +70,11 @@ class Task:
     def check(self, output, target: Tensor, data) -> None:
         pass
 
+    def random_batch(self, n: int, input_shape: tuple[int, ...], classes: int,
+                     device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+        """A random batch of ``n`` inputs and targets of this task's kinds (tests, ``recipes.one_step``)."""
+        return torch.randn(n, *input_shape, device=device), torch.randint(0, classes, (n,), device=device)
+
     def epoch_line(self, train: dict[str, float], test: dict[str, float]) -> str:
         return "  ".join(f"test {k} {v:.3f}" for k, v in test.items() if k != "loss")
 
@@ -143,6 +148,9 @@ class Classification(Task):
                 "every pixel needs a segmentation data set (cnn_book.data.SegmentationData)")
 
     def check(self, output, y, data):
+        if hasattr(output, "mu"):  # a VAEOutput: a generative model on labelled data
+            raise ValueError(f"{data.name} is labelled for a {self.name} model, and this model (a VAE) models the "
+                             "images themselves: train it on cnn_book.data.binarize(data)")
         out = main_output(output)
         if out.dim() != self.output_dims:
             raise ValueError(self.wrong_output(out, y, data))
@@ -169,6 +177,10 @@ class Segmentation(Classification):
     name = "segmentation"
     losses = ("cross_entropy", "dice", "cross_entropy+dice")
     eval_batch_size = 200  # per-pixel maps are large: smaller evaluation batches than a classifier's
+
+    def random_batch(self, n, input_shape, classes, device="cpu"):
+        x = torch.randn(n, *input_shape, device=device)
+        return x, torch.randint(0, classes, (n, *input_shape[1:]), device=device)  # a class per pixel
 
     def loss(self, model, output, y):
         logits = main_output(output)
@@ -216,6 +228,74 @@ class Segmentation(Classification):
 
     def summary_line(self, test):
         return f"test pixel accuracy {test['acc']:.2%} | test mIoU {test['miou']:.3f}"
+
+
+@register_task
+class Generative(Task):
+    """A model of the images themselves (the VAE): the target is the input, the output a
+    ``VAEOutput`` (logits, mu, logvar, z). The loss is reconstruction + beta * KL, both summed over
+    an image's pixels and latents and averaged over images (``models.vae.negative_elbo``); ``loss=``
+    names the likelihood of a pixel, "bernoulli" (0/1 pixels) or "continuous_bernoulli" (grey levels).
+    Held-out data are scored with beta = 1 whatever ``beta`` trains with: the negative ELBO in nats
+    per image, an upper bound on -log p(x) that compares across runs."""
+
+    name = "generative"
+    losses = ("bernoulli", "continuous_bernoulli")
+
+    def __init__(self, loss: str | None = None, label_smoothing: float = 0.0, beta: float = 1.0) -> None:
+        super().__init__(loss)
+        if label_smoothing:
+            raise ValueError("label_smoothing is for class labels; a generative task has none")
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
+            raise ValueError(f"beta must be a number of at least 0, got {beta!r}")
+        self.beta = float(beta)
+
+    def loss(self, model, output, x):
+        from .models.vae import negative_elbo
+
+        loss, rec, kl = negative_elbo(output, x, self.beta, self.loss_name)
+        return loss, {"reconstruction": rec, "kl": kl}
+
+    def evaluation_loss(self, model, output, x):
+        from .models.vae import negative_elbo
+
+        loss, rec, kl = negative_elbo(output, x, 1.0, self.loss_name)
+        return loss, {"reconstruction": rec, "kl": kl}
+
+    def random_batch(self, n, input_shape, classes, device="cpu"):
+        x = torch.randint(0, 2, (n, *input_shape), device=device).float()  # 0/1 pixels
+        return x, x
+
+    def score(self, output, x):
+        return {}  # the loss and its parts are the figures
+
+    def metrics(self, sums):
+        return {}
+
+    def check(self, output, x, data):
+        fields = ("logits", "mu", "logvar")
+        if not all(hasattr(output, f) for f in fields):
+            raise ValueError(f"{data.name} is for a generative model, whose output holds logits, mu and logvar "
+                             f"(a VAEOutput, as get_model('vae') returns); this model returns "
+                             f"{type(output).__name__}")
+        if output.logits.shape != x.shape:
+            raise ValueError(f"the model decodes images of {tuple(output.logits.shape[1:])} but {data.name}'s are "
+                             f"{tuple(x.shape[1:])}")
+        if self.loss_name == "bernoulli" and not ((x == 0) | (x == 1)).all():
+            raise ValueError(f"a Bernoulli likelihood is for pixels that are 0 or 1, and {data.name} has grey "
+                             "levels: binarise them (cnn_book.data.binarize) or use loss='continuous_bernoulli'. "
+                             "Plain binary cross-entropy on grey levels is not a log-likelihood")
+        if ((x < 0) | (x > 1)).any():
+            raise ValueError(f"{data.name}'s pixels must lie in [0, 1] for a likelihood of pixels; they range "
+                             f"from {x.min().item():.3g} to {x.max().item():.3g} (normalised images?)")
+
+    def epoch_line(self, train, test):
+        return (f"reconstruction {train['reconstruction']:.1f} + KL {train['kl']:.1f}  "
+                f"test -ELBO {test['loss']:.2f} nats")
+
+    def summary_line(self, test):
+        return (f"test negative ELBO {test['loss']:.2f} nats per image "
+                f"(reconstruction {test['reconstruction']:.2f} + KL {test['kl']:.2f})")
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:

@@ -231,7 +231,10 @@ def test_fashion_mnist_download_times_out(silent_server, isolated_data, monkeypa
 def test_an_interrupted_download_leaves_nothing_behind(sig, stalling_server, tmp_path):
     from cnn_book.download import DownloadError, download
 
-    code = ("import sys; from pathlib import Path; from cnn_book.download import download\n"
+    # Ctrl-C's default: a job started in the background by a shell without job control inherits SIGINT
+    # ignored (and Python then installs no KeyboardInterrupt), which is not the reader's terminal
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "import sys; from pathlib import Path; from cnn_book.download import download\n"
             f"download({stalling_server!r}, Path({str(tmp_path / 'w.pth')!r}), what='w', offline_hint='')")
     proc = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.time() + 30

@@ -89,7 +89,8 @@ def test_every_gpu_recipe_takes_a_training_step_at_its_real_size_on_the_cpu(name
         loss, peak = _in_child(lambda: recipes.one_step(recipe, batch_size=2))
     finally:
         torch.set_num_threads(threads)
-    assert math.isfinite(loss) and 0 < loss < 20
+    # a class per image or pixel: cross-entropy near log(classes); a VAE: nats per image, near 784 log 2 untrained
+    assert math.isfinite(loss) and 0 < loss < (2 * 784 if recipe.task == "generative" else 20)
     record_property("peak_bytes", peak)
     print(f"{name}: one step at batch 2, {recipe.input_shape}: loss {loss:.3f}, peak {peak / 2**20:,.0f} MiB")
     assert peak < 6 * 2**30, "one step at batch 2 should never need 6 GiB"

@@ -1,7 +1,9 @@
 """The book's models, by name: ``get_model("lenet5", num_classes=10)``, ``list_models()``.
 
-Every builder takes ``num_classes`` and ``in_channels``; every model has ``features`` (the
-convolutional part) and a head (``classifier``), and an ``input_shape`` (C, H, W) it expects.
+Every builder takes ``in_channels``, and every model has an ``input_shape`` (C, H, W) it expects.
+A classifier's or a segmenter's builder takes ``num_classes`` too, and the model has ``features``
+(the convolutional part) and a head (``classifier``); a generative model (``vae``, whose ``task``
+is "generative") has an ``encoder`` and a ``decoder`` instead.
 """
 
 from __future__ import annotations
@@ -340,6 +342,7 @@ from .mobilenet import MobileNetV1, MobileNetV2, mobilenet_v1, mobilenet_v2  # n
 from .resnet import ResNet, resnet18, resnet34, resnet50, resnet101, resnet152  # noqa: E402
 from .simple_cnn import SimpleCNN, simple_cnn  # noqa: E402
 from .unet import UNet, unet  # noqa: E402
+from .vae import VAE, vae  # noqa: E402
 from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg16_cifar, vgg19, vgg19_bn  # noqa: E402
 
 __all__ = [
@@ -350,6 +353,6 @@ __all__ = [
     "MobileNetV1", "MobileNetV2", "mobilenet_v1", "mobilenet_v2",
     "AlexNet", "alexnet", "GoogLeNet", "googlenet", "LeNet5", "lenet5", "SimpleCNN", "simple_cnn",
     "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "UNet", "unet",
+    "UNet", "unet", "VAE", "vae",
     "VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg16_cifar", "vgg19", "vgg19_bn",
 ]

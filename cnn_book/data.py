@@ -485,6 +485,137 @@ def binarize(data: ImageData, seed: int = 0, dynamic: bool = True) -> BinaryImag
                         dynamic=dynamic)
 
 
+# --- detection ----------------------------------------------------------------------------------
+
+@dataclass
+class DetectionData(ImageData):
+    """Images with boxes: ``train_boxes``/``test_boxes`` hold one (K, 4) float tensor per image, in
+    pixels (x1, y1, x2, y2), and ``train_labels``/``test_labels`` one (K,) int64 tensor; ``train_y``/
+    ``test_y`` are the same boxes as YOLO's (N, S, S, 5B + C) grid targets (``models.yolo.encode``).
+    Batches are ``(images, grid targets)``. ``dropped`` counts, per split, the boxes a grid target
+    could not hold (a second object centre in a cell)."""
+
+    task = "detection"
+    train_boxes: list = field(default_factory=list)
+    train_labels: list = field(default_factory=list)
+    test_boxes: list = field(default_factory=list)
+    test_labels: list = field(default_factory=list)
+    grid: int = 7
+    num_boxes: int = 2
+    dropped: dict = field(default_factory=dict)
+
+    def with_input(self, size: int | None = None, pad: int = 0) -> ImageData:
+        raise ValueError("a detection set is fed at its own size (resizing would move its boxes); build it at "
+                         "the canvas size you want instead")
+
+    def prepare(self, x: Tensor, augment: bool = False, generator: torch.Generator | None = None) -> Tensor:
+        if augment:
+            raise ValueError("flips and shifts would move the boxes: train a detection set with augment=False")
+        return super().prepare(x)
+
+    def boxes(self, split: str = "test", index: int = 0) -> tuple[Tensor, Tensor]:
+        """(boxes (K, 4), labels (K,)) of one image."""
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        b, lab = (self.train_boxes, self.train_labels) if split == "train" else (self.test_boxes, self.test_labels)
+        return b[index], lab[index]
+
+
+def _tight_box(item: Tensor, threshold: int) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of the pixels brighter than ``threshold``, right/bottom exclusive."""
+    on = item > threshold
+    rows, cols = torch.nonzero(on.any(1)).flatten(), torch.nonzero(on.any(0)).flatten()
+    if len(rows) == 0:
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def fashion_mnist_detection(data: ImageData | None = None, n_train: int = 10_000, n_test: int = 1_000,
+                            canvas: int = 112, items: tuple[int, int] = (1, 4),
+                            scale: tuple[float, float] = (0.75, 1.5), max_overlap: float = 0.2, grid: int = 7,
+                            num_boxes: int = 2, two_in_one_cell: bool = False, threshold: int = 25,
+                            seed: int = 0) -> DetectionData:
+    """A detection set built from Fashion-MNIST, offline and deterministic.
+
+    Each canvas (black, ``canvas`` x ``canvas``, a multiple of ``grid``) holds ``items[0]`` to
+    ``items[1]`` items, each scaled by a random factor in ``scale`` (bilinear) and placed at random;
+    its box is tight around its pixels brighter than ``threshold`` (not the 28x28 frame). A new item
+    whose box would overlap an earlier one by an IoU above ``max_overlap`` is placed again (up to 20
+    tries, then left out). Training canvases use training items only and test canvases test items
+    only. Canvas i of a split depends only on ``seed``, the split and i, never on how many are
+    built. ``two_in_one_cell``: the second item of every canvas is centred in the first one's grid
+    cell (the overlap cap is then ignored), to show YOLO v1's one-object-per-cell limit."""
+    from torchvision.ops import box_iou
+
+    from .models.yolo import encode
+
+    data = data if data is not None else load_fashion_mnist()
+    if canvas % grid:
+        raise ValueError(f"the canvas ({canvas}) must be a multiple of the grid ({grid}): every cell the same size")
+    if canvas < 28 * scale[1]:
+        raise ValueError(f"the canvas ({canvas}) must hold the largest item, 28 x {scale[1]} pixels")
+    cell = canvas / grid
+
+    def build(x: Tensor, labels: Tensor, n: int, split: int):
+        x, labels = x.cpu(), labels.cpu()
+        images = torch.zeros(n, 1, canvas, canvas, dtype=torch.uint8)
+        all_boxes, all_labels, targets, dropped = [], [], [], 0
+        for i in range(n):
+            # the canvas's own random numbers (torch's CPU generator keeps 32 bits of a seed)
+            key = hashlib.sha256(f"fashion-mnist-detection/{seed}/{split}/{i}".encode()).digest()
+            g = torch.Generator().manual_seed(int.from_bytes(key[:4], "little"))
+            count = int(torch.randint(items[0], items[1] + 1, (1,), generator=g))
+            boxes: list[list[float]] = []
+            names: list[int] = []
+            for slot in range(count):
+                for _ in range(20):
+                    pick = int(torch.randint(0, len(x), (1,), generator=g))
+                    f = scale[0] + (scale[1] - scale[0]) * float(torch.rand(1, generator=g))
+                    side = max(8, round(28 * f))
+                    item = F.interpolate(x[pick : pick + 1].float(), size=(side, side), mode="bilinear",
+                                         align_corners=False)[0, 0].round().clamp(0, 255).to(torch.uint8)
+                    tight = _tight_box(item, threshold)
+                    if tight is None:
+                        continue
+                    l0, t0, r0, b0 = tight
+                    if two_in_one_cell and slot == 1 and boxes:
+                        row, col = (int(((boxes[0][1] + boxes[0][3]) / 2) // cell),
+                                    int(((boxes[0][0] + boxes[0][2]) / 2) // cell))
+                        u, v = torch.rand(2, generator=g).tolist()
+                        cx, cy = (col + 0.25 + 0.5 * u) * cell, (row + 0.25 + 0.5 * v) * cell
+                        left = min(max(round(cx - (l0 + r0) / 2), -l0), canvas - r0)
+                        top = min(max(round(cy - (t0 + b0) / 2), -t0), canvas - b0)
+                    else:
+                        left = int(torch.randint(-l0, canvas - r0 + 1, (1,), generator=g))
+                        top = int(torch.randint(-t0, canvas - b0 + 1, (1,), generator=g))
+                    box = [left + l0, top + t0, left + r0, top + b0]
+                    free = two_in_one_cell and slot == 1
+                    if boxes and not free and box_iou(torch.tensor([box], dtype=torch.float32),
+                                                      torch.tensor(boxes, dtype=torch.float32)).max() > max_overlap:
+                        continue
+                    on = item > threshold
+                    ys, xs = torch.nonzero(on, as_tuple=True)
+                    images[i, 0, ys + top, xs + left] = item[on]  # a later item covers an earlier one
+                    boxes.append([float(v) for v in box])
+                    names.append(int(labels[pick]))
+                    break
+            b = torch.tensor(boxes, dtype=torch.float32).view(-1, 4)
+            lab = torch.tensor(names, dtype=torch.int64)
+            t, d = encode(b, lab, canvas, grid, num_boxes, len(data.classes))
+            all_boxes.append(b)
+            all_labels.append(lab)
+            targets.append(t)
+            dropped += d
+        return images, all_boxes, all_labels, torch.stack(targets) if targets else torch.zeros(0), dropped
+
+    trx, trb, trl, trt, trd = build(data.train_x, data.train_y, n_train, 0)
+    tex, teb, tel, tet, ted = build(data.test_x, data.test_y, n_test, 1)
+    name = f"Fashion-MNIST detection ({canvas}x{canvas}{', two centres in a cell' if two_in_one_cell else ''})"
+    return DetectionData(name, list(data.classes), trx, trt, tex, tet, train_boxes=trb, train_labels=trl,
+                         test_boxes=teb, test_labels=tel, grid=grid, num_boxes=num_boxes,
+                         dropped={"train": trd, "test": ted})
+
+
 # --- segmentation -------------------------------------------------------------------------------
 
 @dataclass

@@ -24,6 +24,8 @@ def _small_input_shape(model):
     """The model's input shape, at 64x64 for the ImageNet models that accept any size from 63 up
     (the smallest size it takes from 64 up for a segmentation model)."""
     c, h, w = model.input_shape
+    if getattr(model, "task", "") == "detection":  # a fully connected head: its own size only
+        return (c, h, w)
     if getattr(model, "task", "") == "segmentation":
         return (c, model.valid_size_near(64), model.valid_size_near(64))
     return (c, 64, 64) if h > 64 else (c, h, w)
@@ -33,6 +35,8 @@ def _output_shape(model, n, classes, h, w):
     """(n, classes) for a classifier; (n, classes, H_out, W_out) for a model that scores every pixel."""
     if getattr(model, "task", "") == "segmentation":
         return (n, classes, model.output_size(h), model.output_size(w))
+    if getattr(model, "task", "") == "detection":  # YOLO: (N, S, S, 5B + C)
+        return (n, model.grid, model.grid, 5 * model.num_boxes + classes)
     return (n, classes)
 
 

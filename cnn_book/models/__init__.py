@@ -2,8 +2,9 @@
 
 Every builder takes ``in_channels``, and every model has an ``input_shape`` (C, H, W) it expects.
 A classifier's or a segmenter's builder takes ``num_classes`` too, and the model has ``features``
-(the convolutional part) and a head (``classifier``); a generative model (``vae``, whose ``task``
-is "generative") has an ``encoder`` and a ``decoder`` instead.
+(the convolutional part) and a head (``classifier``); a detector (``yolov1``, whose ``task`` is
+"detection") has them too and returns an S x S x (5B + C) grid per image; a generative model
+(``vae``, whose ``task`` is "generative") has an ``encoder`` and a ``decoder`` instead.
 """
 
 from __future__ import annotations
@@ -344,6 +345,7 @@ from .simple_cnn import SimpleCNN, simple_cnn  # noqa: E402
 from .unet import UNet, unet  # noqa: E402
 from .vae import VAE, vae  # noqa: E402
 from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg16_cifar, vgg19, vgg19_bn  # noqa: E402
+from .yolo import YOLOv1, yolov1  # noqa: E402
 
 __all__ = [
     "get_model", "list_models", "register_model", "load_torchvision_weights", "WeightsUnavailable", "classify",
@@ -353,6 +355,6 @@ __all__ = [
     "MobileNetV1", "MobileNetV2", "mobilenet_v1", "mobilenet_v2",
     "AlexNet", "alexnet", "GoogLeNet", "googlenet", "LeNet5", "lenet5", "SimpleCNN", "simple_cnn",
     "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "UNet", "unet", "VAE", "vae",
+    "UNet", "unet", "VAE", "vae", "YOLOv1", "yolov1",
     "VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg16_cifar", "vgg19", "vgg19_bn",
 ]

@@ -1,0 +1,229 @@
+"""YOLO v1 (Redmon et al., 2016, arXiv 1506.02640): boxes on an S x S grid.
+
+The network's output for one image is an S x S x (5B + C) tensor: for every cell, B predicted
+boxes of five numbers each, (x, y, w, h, confidence), then C class probabilities shared by the
+cell's boxes. x and y are the box centre's offset inside its cell, in [0, 1); w and h are the
+box's width and height as fractions of the image (the paper's section 2). The layout of a cell:
+
+    [x1, y1, w1, h1, c1,  x2, y2, w2, h2, c2,  p1 ... pC]      (B = 2: 10 + C numbers)
+
+``encode`` turns an image's boxes into that layout (the training target) and ``decode`` turns it
+back into boxes; the tests check that they are inverses. ``YOLOv1`` is the paper's network
+(``variant="paper"``) or a small form for a CPU (``variant="small"``); ``yolo_loss`` is the
+paper's equation (3), term by term.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from . import register_model
+from .blocks import check_input, param_dtype
+
+
+def _check_boxes(boxes: Tensor, labels: Tensor, size: int, num_classes: int) -> None:
+    if boxes.dim() != 2 or boxes.shape[1] != 4 or labels.shape != boxes.shape[:1]:
+        raise ValueError(f"boxes must be (K, 4) in (x1, y1, x2, y2) with labels (K,); got {tuple(boxes.shape)} "
+                         f"and {tuple(labels.shape)}")
+    if len(boxes) and ((boxes[:, 2:] <= boxes[:, :2]).any() or boxes.min() < 0 or boxes.max() > size):
+        raise ValueError(f"every box needs x1 < x2 and y1 < y2 inside the {size}x{size} image")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in 0 .. {num_classes - 1}")
+
+
+def encode(boxes: Tensor, labels: Tensor, size: int, grid: int = 7, num_boxes: int = 2,
+           num_classes: int = 10) -> tuple[Tensor, int]:
+    """(the S x S x (5B + C) target of one image, how many boxes did not fit).
+
+    ``boxes`` (K, 4) are pixel coordinates (x1, y1, x2, y2) in a ``size`` x ``size`` image and
+    ``labels`` (K,) their classes. The cell that holds a box's centre is responsible for it: its B
+    box slots all hold the box (which of the B predictors answers for it is decided in the loss,
+    by IoU) with confidence 1, and its class slot the one-hot class. A cell holds one object: a
+    second centre in a taken cell is dropped and counted, the one-object-per-cell limit of v1."""
+    _check_boxes(boxes, labels, size, num_classes)
+    s, b = grid, num_boxes
+    target = torch.zeros(s, s, 5 * b + num_classes)
+    dropped = 0
+    cell = size / s
+    for (x1, y1, x2, y2), label in zip(boxes.tolist(), labels.tolist(), strict=True):
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        col, row = min(int(cx // cell), s - 1), min(int(cy // cell), s - 1)
+        if target[row, col, 4] == 1:
+            dropped += 1
+            continue
+        box = torch.tensor([cx / cell - col, cy / cell - row, (x2 - x1) / size, (y2 - y1) / size, 1.0])
+        target[row, col, : 5 * b] = box.repeat(b)
+        target[row, col, 5 * b + label] = 1.0
+    return target, dropped
+
+
+def decode(grid: Tensor, size: int, num_boxes: int = 2, threshold: float = 0.0,
+           first_only: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """The boxes of one S x S x (5B + C) grid: (boxes (K, 4) in pixels, x1 y1 x2 y2; scores (K,);
+    labels (K,)), for every predictor whose class-specific score, confidence x the cell's largest
+    class probability (the paper's test-time score), exceeds ``threshold``. ``first_only`` reads
+    one predictor per cell (a target, whose B slots are copies)."""
+    s, b = grid.shape[0], num_boxes
+    if grid.dim() != 3 or grid.shape[1] != s or grid.shape[2] <= 5 * b:
+        raise ValueError(f"a grid is (S, S, 5B + C) with B = {b}; got {tuple(grid.shape)}")
+    cell = size / s
+    probs, labels = grid[..., 5 * b :].max(-1)  # (S, S)
+    rows, cols = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+    out_boxes, out_scores, out_labels = [], [], []
+    for k in range(1 if first_only else b):
+        x, y, w, h, conf = grid[..., 5 * k : 5 * k + 5].unbind(-1)
+        cx, cy = (cols + x) * cell, (rows + y) * cell
+        half_w, half_h = w * size / 2, h * size / 2
+        boxes = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], -1)
+        scores = conf * probs
+        keep = scores > threshold
+        out_boxes.append(boxes[keep])
+        out_scores.append(scores[keep])
+        out_labels.append(labels[keep])
+    return torch.cat(out_boxes), torch.cat(out_scores), torch.cat(out_labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# The network
+# ---------------------------------------------------------------------------------------------
+
+# The paper's Figure 3, as (kernel, filters, stride) for a convolution and "M" for a 2x2 max-pool
+# with stride 2: 24 convolutions, then the two fully connected layers of the head.
+PAPER_LAYERS = [
+    (7, 64, 2), "M",
+    (3, 192, 1), "M",
+    (1, 128, 1), (3, 256, 1), (1, 256, 1), (3, 512, 1), "M",
+    *[(1, 256, 1), (3, 512, 1)] * 4, (1, 512, 1), (3, 1024, 1), "M",
+    *[(1, 512, 1), (3, 1024, 1)] * 2, (3, 1024, 1), (3, 1024, 2),
+    (3, 1024, 1), (3, 1024, 1),
+]
+# Fast YOLO, "fewer convolutional layers (9 instead of 24) and fewer filters in those layers" (section 2):
+# darknet's cfg/yolo-tiny.cfg of the paper's time (pjreddie/darknet, commit eaf033c), 3x3 convolutions and
+# six pools, then a linear FC layer to 256 before the FC 4096 of the head.
+FAST_LAYERS = [(3, 16, 1), "M", (3, 32, 1), "M", (3, 64, 1), "M", (3, 128, 1), "M", (3, 256, 1), "M",
+               (3, 512, 1), "M", (3, 1024, 1), (3, 1024, 1), (3, 1024, 1)]
+# A form that trains on a 2-core CPU: 112x112 canvases, 16x downsampling to the same 7x7 grid, the same
+# head and output layout, a fraction of the widths.
+SMALL_LAYERS = [(3, 16, 1), "M", (3, 32, 1), "M", (3, 64, 1), "M", (3, 128, 1), "M", (3, 256, 1)]
+# variant: (layers, input size, the head's hidden width, a linear bottleneck before it or None)
+LAYERS = {"paper": (PAPER_LAYERS, 448, 4096, None), "fast": (FAST_LAYERS, 448, 4096, 256),
+          "small": (SMALL_LAYERS, 112, 512, None)}
+
+
+class YOLOv1(nn.Module):
+    """YOLO v1: ``features``, the convolutions with leaky ReLU (slope 0.1) and biases (the paper has no
+    batch norm), down to a ``grid`` x ``grid`` map; ``classifier``, a fully connected layer, dropout
+    0.5 and a linear layer to S * S * (5B + C) numbers, returned as (N, S, S, 5B + C)."""
+
+    task = "detection"
+
+    def __init__(self, num_classes: int = 20, in_channels: int = 3,
+                 variant: Literal["paper", "fast", "small"] = "paper", grid: int = 7, num_boxes: int = 2,
+                 dropout: float = 0.5) -> None:
+        super().__init__()
+        layers, size, hidden, bottleneck = LAYERS[variant]
+        self.name = f"YOLOv1-{variant}"
+        self.input_shape = (in_channels, size, size)
+        self.grid, self.num_boxes, self.num_classes = grid, num_boxes, num_classes
+        blocks: list[nn.Module] = []
+        c = in_channels
+        for layer in layers:
+            if layer == "M":
+                blocks.append(nn.MaxPool2d(2, 2))
+                continue
+            k, out, stride = layer
+            blocks += [nn.Conv2d(c, out, k, stride, padding=k // 2), nn.LeakyReLU(0.1, inplace=True)]
+            c = out
+        self.features = nn.Sequential(*blocks)
+        per_cell = 5 * num_boxes + num_classes
+        head: list[nn.Module] = [nn.Flatten()]  # (N, 1024, 7, 7) -> (N, 50,176)
+        width = c * grid * grid
+        if bottleneck:  # Fast YOLO: a linear layer to 256 first
+            head.append(nn.Linear(width, bottleneck))
+            width = bottleneck
+        head += [
+            nn.Linear(width, hidden), nn.LeakyReLU(0.1, inplace=True),  # the paper's: 205 M weights
+            nn.Dropout(dropout),
+            nn.Linear(hidden, grid * grid * per_cell),  # linear: coordinates and scores are regressed
+        ]
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, type(self).__name__, self.input_shape[0], size=self.input_shape[1], dtype=param_dtype(self))
+        s = self.grid
+        return self.classifier(self.features(x)).view(len(x), s, s, -1)  # (N, S, S, 5B + C)
+
+
+@register_model
+def yolov1(num_classes: int = 20, in_channels: int = 3, **kwargs) -> YOLOv1:
+    """YOLO v1: the paper's network (448x448, 24 convolutions, S = 7, B = 2, 20 classes: 7x7x30;
+    271,703,550 parameters), ``variant="fast"`` (Fast YOLO, 9 convolutions), or ``variant="small"``,
+    a form for 112x112 canvases that trains on a CPU."""
+    return YOLOv1(num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss (the paper's equation 3)
+# ---------------------------------------------------------------------------------------------
+
+def cell_iou(a: Tensor, b: Tensor, grid: int) -> Tensor:
+    """IoU of boxes in the grid's layout (x, y in the cell, w, h of the image; (..., S, S, 4)), box
+    by box: each pair sits in the same cell."""
+    s = grid
+    rows = torch.arange(s, device=a.device).view(s, 1).expand(s, s)
+    cols = torch.arange(s, device=a.device).view(1, s).expand(s, s)
+
+    def corners(t):
+        cx, cy = (cols + t[..., 0]) / s, (rows + t[..., 1]) / s
+        w, h = t[..., 2].clamp(min=0), t[..., 3].clamp(min=0)
+        return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+    ax1, ay1, ax2, ay2 = corners(a)
+    bx1, by1, bx2, by2 = corners(b)
+    inter = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp(min=0) * \
+        (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp(min=0)
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    return inter / union.clamp(min=1e-9)
+
+
+def _signed_sqrt(t: Tensor) -> Tensor:
+    """sqrt for the width and height terms; a predicted size can be negative early in training, and
+    sign(t) sqrt(|t|) keeps its gradient pointing the right way (sqrt of a clamp would stop it)."""
+    return torch.sign(t) * torch.sqrt(t.abs() + 1e-9)
+
+
+def yolo_loss(pred: Tensor, target: Tensor, num_boxes: int = 2, lambda_coord: float = 5.0,
+              lambda_noobj: float = 0.5) -> tuple[Tensor, dict[str, Tensor]]:
+    """The paper's sum-squared loss of (N, S, S, 5B + C) predictions against ``encode``'s targets,
+    summed over an image's cells and averaged over the images: (loss, its four parts).
+
+    - ``coord``: lambda_coord x the squared errors of x, y, sqrt(w), sqrt(h) of the responsible
+      predictor of each cell that holds an object: the one of its B boxes with the highest IoU with
+      the object's box;
+    - ``object``: (C - IoU)^2 of the responsible predictor: its confidence is trained to be the IoU
+      of its box with the object's (a constant for this step), not 1;
+    - ``no_object``: lambda_noobj x C^2 of every predictor that is not responsible, in the cells with
+      an object too;
+    - ``class``: the squared errors of the C class probabilities of the cells with an object."""
+    n, s = pred.shape[0], pred.shape[1]
+    b = num_boxes
+    pred, target = pred.float(), target.float()
+    boxes = pred[..., : 5 * b].reshape(n, s, s, b, 5)  # (N, S, S, B, 5)
+    truth = target[..., :4]  # the object's box (every slot holds it)
+    has_obj = target[..., 4]  # (N, S, S): 1 where a centre lies
+    ious = torch.stack([cell_iou(boxes[..., k, :4], truth, s) for k in range(b)], -1)  # (N, S, S, B)
+    best = ious.argmax(-1, keepdim=True)
+    responsible = torch.zeros_like(ious).scatter_(-1, best, 1.0) * has_obj.unsqueeze(-1)  # (N, S, S, B)
+    resp_box = (boxes * responsible.unsqueeze(-1)).sum(-2)  # (N, S, S, 5): the responsible predictor's
+    xy = (resp_box[..., :2] - truth[..., :2]).pow(2).sum(-1)
+    wh = (_signed_sqrt(resp_box[..., 2:4]) - torch.sqrt(truth[..., 2:4])).pow(2).sum(-1)
+    coord = lambda_coord * (has_obj * (xy + wh)).sum((1, 2))
+    iou_target = (ious * responsible).sum(-1).detach()
+    obj = (has_obj * (resp_box[..., 4] - iou_target).pow(2)).sum((1, 2))
+    noobj = lambda_noobj * ((1 - responsible) * boxes[..., 4].pow(2)).sum((1, 2, 3))
+    cls = (has_obj.unsqueeze(-1) * (pred[..., 5 * b :] - target[..., 5 * b :]).pow(2)).sum((1, 2, 3))
+    parts = {"coord": coord.mean(), "object": obj.mean(), "no_object": noobj.mean(), "class": cls.mean()}
+    return sum(parts.values()), parts

@@ -1,0 +1,240 @@
+"""YOLO's data and grid: a detection set from Fashion-MNIST (deterministic per index, splits kept
+apart, tight boxes) and the grid encoding, checked as the inverse of the decoding."""
+
+import pytest
+import torch
+
+from cnn_book.data import DetectionData, ImageData, fashion_mnist_detection
+from cnn_book.models.yolo import decode, encode
+
+
+@pytest.fixture(scope="module")
+def small(fmnist):
+    return fashion_mnist_detection(fmnist, n_train=40, n_test=20, seed=3)
+
+
+def test_a_canvas_depends_on_its_index_only(fmnist, small):
+    more = fashion_mnist_detection(fmnist, n_train=60, n_test=5, seed=3)
+    assert torch.equal(more.train_x[:40], small.train_x) and torch.equal(more.test_x, small.test_x[:5])
+    assert all(torch.equal(a, b) for a, b in zip(more.train_boxes[:40], small.train_boxes, strict=True))
+    other = fashion_mnist_detection(fmnist, n_train=40, n_test=0, seed=4)
+    assert not torch.equal(other.train_x, small.train_x)
+
+
+def test_counts_sizes_and_classes(small):
+    assert isinstance(small, DetectionData) and small.task == "detection"
+    assert small.train_x.shape == (40, 1, 112, 112) and small.train_y.shape == (40, 7, 7, 20)
+    counts = [len(b) for b in small.train_boxes]
+    assert min(counts) >= 1 and max(counts) <= 4
+    for boxes, labels in zip(small.train_boxes, small.train_labels, strict=True):
+        assert boxes.shape == (len(labels), 4) and (boxes[:, 2:] > boxes[:, :2]).all()
+        assert boxes.min() >= 0 and boxes.max() <= 112 and labels.max() < 10
+
+
+def test_train_canvases_hold_training_items_and_test_canvases_test_items(fmnist):
+    n = 50
+    marked = ImageData("marked", fmnist.classes, torch.full((n, 1, 28, 28), 100, dtype=torch.uint8),
+                       torch.arange(n) % 10, torch.full((n, 1, 28, 28), 200, dtype=torch.uint8),
+                       torch.arange(n) % 10, (0.5,), (0.5,))
+    d = fashion_mnist_detection(marked, n_train=10, n_test=10)
+    assert set(d.train_x.unique().tolist()) <= {0, 100} and set(d.test_x.unique().tolist()) <= {0, 200}
+
+
+def test_a_box_is_tight_around_its_item(fmnist):
+    d = fashion_mnist_detection(fmnist, n_train=30, n_test=0, items=(1, 1), seed=1)
+    for img, boxes in zip(d.train_x, d.train_boxes, strict=True):
+        ys, xs = torch.nonzero(img[0] > 25, as_tuple=True)
+        assert boxes.tolist() == [[xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]]
+
+
+def _sort(boxes):
+    return torch.argsort(boxes[:, 0] * 10_000 + boxes[:, 1])
+
+
+def test_the_grid_targets_are_the_boxes_encoded_and_decode_back(small):
+    for target, boxes, labels in zip(small.train_y, small.train_boxes, small.train_labels, strict=True):
+        again, dropped = encode(boxes, labels, 112, 7, 2, 10)
+        assert torch.equal(again, target)
+        if dropped == 0:
+            b, s, lab = decode(target, 112, 2, threshold=0.5, first_only=True)
+            got, want = _sort(b), _sort(boxes)
+            assert torch.allclose(b[got], boxes[want], atol=1e-4) and torch.equal(lab[got], labels[want])
+            assert (s == 1).all()
+
+
+def test_encode_and_decode_are_inverses_on_random_boxes():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        cells = torch.randperm(49, generator=g)[: int(torch.randint(1, 8, (1,), generator=g))]
+        cx = (cells % 7 + torch.rand(len(cells), generator=g) * 0.98 + 0.01) * 32  # 224 / 7 = 32 px cells
+        cy = (cells // 7 + torch.rand(len(cells), generator=g) * 0.98 + 0.01) * 32
+        w, h = torch.rand(2, len(cells), generator=g) * 60 + 4
+        half_w = torch.minimum(w / 2, torch.minimum(cx, 224 - cx))  # inside the image
+        half_h = torch.minimum(h / 2, torch.minimum(cy, 224 - cy))
+        boxes = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], 1)
+        labels = torch.randint(0, 20, (len(cells),), generator=g)
+        target, dropped = encode(boxes, labels, 224, 7, 2, 20)
+        assert target.shape == (7, 7, 30) and dropped == 0
+        b, _, lab = decode(target, 224, 2, threshold=0.5, first_only=True)
+        assert len(b) == len(boxes)
+        for box, label in zip(boxes, labels, strict=True):
+            match = (b - box).abs().max(1).values < 1e-3
+            assert match.sum() == 1 and lab[match].item() == label.item()
+        both, _, _ = decode(target, 224, 2, threshold=0.5)
+        assert len(both) == 2 * len(boxes)  # a target's B slots are copies
+
+
+def test_two_centres_in_one_cell_show_the_one_object_per_cell_limit(fmnist):
+    d = fashion_mnist_detection(fmnist, n_train=20, n_test=0, items=(2, 2), two_in_one_cell=True, seed=2)
+    assert d.dropped["train"] == 20  # every canvas loses its second object in the grid target
+    plain = fashion_mnist_detection(fmnist, n_train=20, n_test=0, items=(2, 2), seed=2)
+    assert plain.dropped["train"] < 20
+
+
+def test_bad_input_is_refused(fmnist, small):
+    with pytest.raises(ValueError, match="must be a multiple of the grid"):
+        fashion_mnist_detection(fmnist, n_train=1, n_test=1, canvas=100)
+    with pytest.raises(ValueError, match=r"boxes must be \(K, 4\)"):
+        encode(torch.zeros(3), torch.zeros(3, dtype=torch.long), 112)
+    with pytest.raises(ValueError, match="x1 < x2"):
+        encode(torch.tensor([[10.0, 10, 5, 20]]), torch.tensor([1]), 112)
+    with pytest.raises(ValueError, match=r"labels must lie in 0 \.\. 9"):
+        encode(torch.tensor([[1.0, 1, 5, 5]]), torch.tensor([10]), 112)
+    with pytest.raises(ValueError, match="resizing would move its boxes"):
+        small.with_input(size=224)
+    with pytest.raises(ValueError, match="augment=False"):
+        next(small.batches("train", 4, augment=True))
+    x, y = next(small.batches("train", 4))
+    assert x.shape == (4, 1, 112, 112) and y.shape == (4, 7, 7, 20)
+
+
+# --- the network and the loss --------------------------------------------------------------------
+
+from cnn_book.inspect import count_parameters  # noqa: E402
+from cnn_book.models import get_model  # noqa: E402
+from cnn_book.models.yolo import YOLOv1, cell_iou, yolo_loss  # noqa: E402
+
+
+def test_the_paper_s_network_has_24_convolutions_and_its_parameters_add_up():
+    with torch.device("meta"):  # 272 M parameters: shapes and counts only
+        paper = YOLOv1()
+        out = paper(torch.zeros(1, 3, 448, 448))
+    assert out.shape == (1, 7, 7, 30)
+    convs = [m for m in paper.features if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 24
+    # Figure 3 as (kernel, in, out): 7x7x64-s-2, 3x3x192, then the 1x1 reductions and 3x3 convolutions
+    figure3 = [(7, 3, 64), (3, 64, 192), (1, 192, 128), (3, 128, 256), (1, 256, 256), (3, 256, 512),
+               *[(1, 512, 256), (3, 256, 512)] * 4, (1, 512, 512), (3, 512, 1024),
+               *[(1, 1024, 512), (3, 512, 1024)] * 2, (3, 1024, 1024), (3, 1024, 1024),
+               (3, 1024, 1024), (3, 1024, 1024)]
+    conv_params = sum(k * k * i * o + o for k, i, o in figure3)
+    fc1, fc2 = 7 * 7 * 1024 * 4096 + 4096, 4096 * 7 * 7 * 30 + 7 * 7 * 30
+    assert count_parameters(paper) == conv_params + fc1 + fc2 == 271_703_550
+    assert fc1 == 205_524_992 and fc1 / count_parameters(paper) > 0.75  # most of it in the first FC layer
+
+
+def test_fast_yolo_has_9_convolutions_and_darknet_s_head():
+    with torch.device("meta"):
+        fast = YOLOv1(variant="fast")
+        assert fast(torch.zeros(1, 3, 448, 448)).shape == (1, 7, 7, 30)
+    widths = [m.out_channels for m in fast.features if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [16, 32, 64, 128, 256, 512, 1024, 1024, 1024]
+    convs = sum(9 * i * o + o for i, o in zip([3, *widths[:-1]], widths, strict=True))
+    head = (50_176 * 256 + 256) + (256 * 4096 + 4096) + (4096 * 1470 + 1470)
+    assert count_parameters(fast) == convs + head
+
+
+def test_the_small_form_has_the_same_head_and_output_layout():
+    small = get_model("yolov1", variant="small", num_classes=10, in_channels=1)
+    assert small.input_shape == (1, 112, 112)
+    assert small(torch.zeros(2, 1, 112, 112)).shape == (2, 7, 7, 20)
+    with pytest.raises(ValueError, match=r"expects input of shape \(N, 1, 112, 112\)"):
+        small(torch.zeros(1, 1, 96, 96))
+
+
+def test_cell_iou_is_torchvision_s_box_iou_box_by_box():
+    from torchvision.ops import box_iou
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(7, 7, 4, generator=g), torch.rand(7, 7, 4, generator=g)
+    rows, cols = torch.meshgrid(torch.arange(7), torch.arange(7), indexing="ij")
+
+    def xyxy(t):
+        cx, cy = (cols + t[..., 0]) / 7, (rows + t[..., 1]) / 7
+        return torch.stack([cx - t[..., 2] / 2, cy - t[..., 3] / 2, cx + t[..., 2] / 2, cy + t[..., 3] / 2], -1)
+
+    want = box_iou(xyxy(a).view(-1, 4), xyxy(b).view(-1, 4)).diagonal().view(7, 7)
+    assert torch.allclose(cell_iou(a, b, 7), want, atol=1e-6)
+
+
+def _case():
+    """One 224x224 image with one object centred in cell (row 4, column 3); a prediction equal to the target."""
+    target, _ = encode(torch.tensor([[70.0, 100, 130, 160]]), torch.tensor([4]), 224, 7, 2, 20)
+    pred = target.clone().unsqueeze(0)
+    pred[0, 4, 3, 5:10] = torch.tensor([0.5, 0.5, 0.05, 0.05, 0.0])  # the second predictor: a small box, IoU 0.03
+    return pred, target.unsqueeze(0)
+
+
+def test_a_perfect_prediction_costs_nothing():
+    pred, target = _case()
+    loss, parts = yolo_loss(pred, target)
+    assert loss.item() == 0 and all(v.item() == 0 for v in parts.values())
+
+
+def test_the_coordinate_term_weighs_x_y_and_the_square_roots_of_w_h_by_lambda_coord():
+    pred, target = _case()
+    pred[0, 4, 3, 0] += 0.1  # x of the responsible predictor
+    pred[0, 4, 3, 2] = target[0, 4, 3, 2] * 1.44  # w: sqrt grows by 1.2
+    _, parts = yolo_loss(pred, target)
+    sqrt_w = target[0, 4, 3, 2].sqrt()
+    assert torch.isclose(parts["coord"], 5 * (0.1**2 + (0.2 * sqrt_w) ** 2))
+
+
+def test_the_confidence_target_is_the_iou_not_one():
+    pred, target = _case()
+    pred[0, 4, 3, 2] = target[0, 4, 3, 2] / 2  # half as wide: IoU 0.5
+    _, parts = yolo_loss(pred, target)
+    assert torch.isclose(parts["object"], torch.tensor((1 - 0.5) ** 2))
+
+
+def test_the_responsible_predictor_is_the_one_with_the_higher_iou_and_the_other_pays_no_object():
+    pred, target = _case()
+    pred[0, 4, 3, 2] = target[0, 4, 3, 2] / 2  # predictor 0: IoU 0.5
+    pred[0, 4, 3, 5:10] = torch.cat([target[0, 4, 3, :4], torch.tensor([0.8])])  # predictor 1: the exact box
+    # predictor 1 is now responsible (IoU 1 > 0.5); predictor 0's confidence of 1 is charged as no-object
+    _, parts = yolo_loss(pred, target)
+    assert torch.isclose(parts["object"], torch.tensor((0.8 - 1.0) ** 2))
+    assert torch.isclose(parts["no_object"], torch.tensor(0.5 * 1.0**2))  # predictor 0's conf 1, lambda 0.5
+    assert parts["coord"].item() == 0  # the responsible box is exact
+
+
+def test_empty_cells_pay_lambda_noobj_for_every_predictor_and_classes_count_only_where_an_object_is():
+    pred, target = _case()
+    pred[0, 0, 0, 4] = pred[0, 0, 0, 9] = 0.6  # an empty cell, both predictors
+    pred[0, 0, 0, 10:] = 0.3  # class scores in an empty cell: not charged
+    pred[0, 4, 3, 10 + 4] = 0.5  # the object's class probability off by 0.5
+    _, parts = yolo_loss(pred, target)
+    assert torch.isclose(parts["no_object"], torch.tensor(0.5 * 2 * 0.36))
+    assert torch.isclose(parts["class"], torch.tensor(0.25))
+
+
+def test_the_loss_is_per_image_averaged_over_the_batch_and_trains():
+    pred, target = _case()
+    pred[0, 0, 0, 4] = 0.6
+    one, _ = yolo_loss(pred, target)
+    two, _ = yolo_loss(torch.cat([pred, pred]), torch.cat([target, target]))
+    assert torch.isclose(one, two)
+    torch.manual_seed(0)
+    net = get_model("yolov1", variant="small", num_classes=20, in_channels=1)
+    x = torch.rand(4, 1, 112, 112)
+    t = torch.stack([encode(torch.tensor([[10.0, 20, 60, 90]]), torch.tensor([i]), 112, 7, 2, 20)[0]
+                     for i in range(4)])
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    first = None
+    for _ in range(30):
+        loss, _ = yolo_loss(net(x), t)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else loss.item()
+    assert loss.item() < 0.5 * first

@@ -298,6 +298,91 @@ class Generative(Task):
                 f"(reconstruction {test['reconstruction']:.2f} + KL {test['kl']:.2f})")
 
 
+class _Detections:
+    """Detections and ground truths of the images scored so far, kept as lists: what ``fit`` adds
+    over batches (``+``) and weighs (``*``, a no-op) like the other tasks' sums."""
+
+    def __init__(self, preds: list[dict], targets: list[dict]) -> None:
+        self.preds, self.targets = preds, targets
+
+    def __add__(self, other):
+        return self if isinstance(other, int) and other == 0 else _Detections(self.preds + other.preds,
+                                                                               self.targets + other.targets)
+
+    __radd__ = __add__
+
+    def __mul__(self, weight):
+        return self
+
+
+@register_task
+class Detection(Task):
+    """Boxes on YOLO v1's grid: outputs and targets are (N, S, S, 5B + C). The loss is the paper's,
+    with its four parts (``models.yolo.yolo_loss``). On held-out data each image's grid is decoded to
+    detections (class-specific scores, class-wise NMS at IoU 0.5) and scored with torchmetrics'
+    MeanAveragePrecision: COCO's mAP@[.5:.95] and mAP@0.5. Training batches are not decoded: their
+    mAP would cost more than the step, and the epoch line reports the test figures."""
+
+    name = "detection"
+    losses = ("yolo",)
+    eval_batch_size = 200
+
+    def __init__(self, loss: str | None = None, label_smoothing: float = 0.0, num_boxes: int = 2) -> None:
+        super().__init__(loss)
+        if label_smoothing:
+            raise ValueError("label_smoothing is for class labels; YOLO v1's class scores are regressed")
+        self.num_boxes = num_boxes  # B, boxes per cell (the data's, once ``check`` has seen it)
+
+    def loss(self, model, output, target):
+        from .models.yolo import yolo_loss
+
+        return yolo_loss(output, target, getattr(model, "num_boxes", self.num_boxes))
+
+    def score(self, output, target):
+        if output.requires_grad:  # a training step
+            return {}
+        from .models.yolo import detections, truths
+
+        b = self.num_boxes
+        preds = [detections(g, num_boxes=b) for g in output]
+        return {"detections": _Detections(preds, [truths(t, num_boxes=b) for t in target])}
+
+    def metrics(self, sums):
+        if "detections" not in sums:
+            return {}
+        from torchmetrics.detection import MeanAveragePrecision
+
+        m = MeanAveragePrecision(iou_type="bbox")
+        m.update(sums["detections"].preds, sums["detections"].targets)
+        r = m.compute()
+        return {"map": float(r["map"]), "map50": float(r["map_50"])}
+
+    def check(self, output, target, data):
+        if not isinstance(output, Tensor) or output.dim() != 4:
+            got = getattr(output, "shape", type(output).__name__)
+            raise ValueError(f"{data.name} is for a detector, whose output is a grid (N, S, S, 5B + C), as "
+                             f"get_model('yolov1') returns; this model returns {got}")
+        if output.shape != target.shape:
+            raise ValueError(f"the model predicts grids of {tuple(output.shape[1:])} but {data.name}'s targets are "
+                             f"{tuple(target.shape[1:])}: build it with the data's grid, boxes per cell and "
+                             f"num_classes={len(data.classes)}")
+        self.num_boxes = getattr(data, "num_boxes", self.num_boxes)
+
+    def random_batch(self, n, input_shape, classes, device="cpu"):
+        from .models.yolo import encode
+
+        size = input_shape[-1]
+        box = torch.tensor([[size * 0.2, size * 0.3, size * 0.6, size * 0.8]])
+        target = torch.stack([encode(box, torch.tensor([i % classes]), size, 7, 2, classes)[0] for i in range(n)])
+        return torch.randn(n, *input_shape, device=device), target.to(device)
+
+    def epoch_line(self, train, test):
+        return f"test mAP@0.5 {test['map50']:.3f}  mAP@[.5:.95] {test['map']:.3f}"
+
+    def summary_line(self, test):
+        return f"test mAP@0.5 {test['map50']:.3f} | COCO mAP@[.5:.95] {test['map']:.3f}"
+
+
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     """``(K, K)`` counts: ``[t, p]`` is the number of pixels (or items) of true class t predicted as p."""
     k = num_classes

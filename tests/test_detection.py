@@ -238,3 +238,113 @@ def test_the_loss_is_per_image_averaged_over_the_batch_and_trains():
         opt.step()
         first = first if first is not None else loss.item()
     assert loss.item() < 0.5 * first
+
+
+# --- detections, average precision and the task through fit -------------------------------------
+
+from cnn_book import train  # noqa: E402
+from cnn_book.models.yolo import average_precision, detections, truths  # noqa: E402
+
+
+def _random_detections(seed, n_images=30, classes=3):
+    """Ground truths and noisy detections of them (some missed, some spurious), as torchmetrics takes them."""
+    g = torch.Generator().manual_seed(seed)
+    preds, targets = [], []
+    for _ in range(n_images):
+        k = int(torch.randint(1, 5, (1,), generator=g))
+        xy = torch.rand(k, 2, generator=g) * 0.7
+        wh = torch.rand(k, 2, generator=g) * 0.25 + 0.1  # wider than the jitter: boxes stay valid
+        boxes = torch.cat([xy, xy + wh], 1)
+        labels = torch.randint(0, classes, (k,), generator=g)
+        jitter = (torch.rand(k, 4, generator=g) - 0.5) * 0.08
+        found = torch.rand(k, generator=g) > 0.2
+        extra = int(torch.randint(0, 3, (1,), generator=g))
+        exy = torch.rand(extra, 2, generator=g) * 0.7
+        pb = torch.cat([(boxes + jitter)[found], torch.cat([exy, exy + 0.1], 1)])
+        pl = torch.cat([labels[found], torch.randint(0, classes, (extra,), generator=g)])
+        ps = torch.rand(len(pb), generator=g)
+        preds.append({"boxes": pb, "scores": ps, "labels": pl})
+        targets.append({"boxes": boxes, "labels": labels})
+    return preds, targets
+
+
+def _coco_ap50(preds, targets, classes):
+    """Per-class AP at IoU 0.5 by pycocotools' COCOeval itself (101 recall points, up to 100 detections)."""
+    import contextlib
+    import io
+
+    import numpy as np
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def xywh(b):
+        return [b[0], b[1], b[2] - b[0], b[3] - b[1]]
+
+    anns, dets = [], []
+    for i, t in enumerate(targets):
+        for b, lab in zip(t["boxes"].tolist(), t["labels"].tolist(), strict=True):
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": lab, "bbox": xywh(b),
+                         "area": (b[2] - b[0]) * (b[3] - b[1]), "iscrowd": 0})
+    for i, p in enumerate(preds):
+        for b, lab, sc in zip(p["boxes"].tolist(), p["labels"].tolist(), p["scores"].tolist(), strict=True):
+            dets.append({"image_id": i, "category_id": lab, "bbox": xywh(b), "score": sc})
+    gt = COCO()
+    gt.dataset = {"images": [{"id": i} for i in range(len(targets))], "annotations": anns,
+                  "categories": [{"id": c} for c in range(classes)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        e = COCOeval(gt, gt.loadRes(dets), "bbox")
+        e.params.iouThrs = np.array([0.5])
+        e.evaluate()
+        e.accumulate()
+    return [float(e.eval["precision"][0, :, c, 0, -1].mean()) for c in range(classes)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_book_s_average_precision_equals_coco_s(seed):
+    from torchmetrics.detection import MeanAveragePrecision
+
+    preds, targets = _random_detections(seed)
+    ours = [average_precision(preds, targets, c, 0.5, points=101) for c in range(3)]
+    assert ours == pytest.approx(_coco_ap50(preds, targets, 3), abs=1e-9)
+    m = MeanAveragePrecision(iou_type="bbox", iou_thresholds=[0.5], class_metrics=True)
+    m.update(preds, targets)
+    # torchmetrics 1.9 (the task's metric) agrees to within 0.01; on seed 0 it gives 0.3608 for class 2
+    # where pycocotools' own COCOeval and the book's give 0.3663
+    assert torch.allclose(torch.tensor(ours), m.compute()["map_per_class"], atol=0.01)
+    every = [average_precision(preds, targets, c, 0.5) for c in range(3)]  # VOC's: every recall step
+    assert all(abs(a - b) < 0.03 for a, b in zip(every, ours, strict=True))
+
+
+def test_average_precision_on_a_case_worked_by_hand():
+    truth = [{"boxes": torch.tensor([[0.0, 0, 1, 1], [2, 2, 3, 3]]), "labels": torch.tensor([0, 0])}]
+    # best first: a hit, a miss, the second hit -> precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
+    pred = [{"boxes": torch.tensor([[0.0, 0, 1, 1], [5, 5, 6, 6], [2, 2, 3, 3]]),
+             "scores": torch.tensor([0.9, 0.8, 0.7]), "labels": torch.tensor([0, 0, 0])}]
+    assert average_precision(pred, truth, 0) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert average_precision(pred, truth, 1) != average_precision(pred, truth, 1)  # no box of class 1: NaN
+
+
+def test_detections_suppress_duplicates_and_truths_read_the_target():
+    target, _ = encode(torch.tensor([[10.0, 20, 60, 90], [70, 10, 100, 40]]), torch.tensor([1, 3]), 112, 7, 2, 10)
+    t = truths(target, size=112)
+    assert len(t["boxes"]) == 2 and sorted(t["labels"].tolist()) == [1, 3]
+    d = detections(target, size=112, threshold=0.5)  # each cell's two slots are the same box: NMS keeps one
+    assert len(d["boxes"]) == 2 and (d["scores"] == 1).all()
+
+
+def test_the_detection_task_trains_through_fit_and_reports_map(fmnist, capsys):
+    data = fashion_mnist_detection(fmnist, n_train=256, n_test=64, seed=5)
+    torch.manual_seed(0)
+    model = get_model("yolov1", variant="small", num_classes=10, in_channels=1)
+    hist = train.fit(model, data, epochs=2, batch_size=32, lr=1e-3, weight_decay=0.0, device="cpu")
+    assert hist.task == "detection" and len(hist.test_map50) == 2 and 0 <= hist.test_map50[-1] <= 1
+    for part in ("coord", "object", "no_object", "class"):
+        assert len(hist.curves[f"train_{part}"]) == 2
+    assert hist.train_loss[-1] < hist.train_loss[0]
+    out = capsys.readouterr().out
+    assert "test mAP@0.5" in out and "COCO mAP@[.5:.95]" in out and "train images/s" in out
+    with pytest.raises(ValueError, match="is for a detector, whose output is a grid"):
+        train.fit(get_model("simple_cnn", input_size=112), data, epochs=1, device="cpu")
+    with pytest.raises(ValueError, match="build it with the data's grid"):
+        train.fit(get_model("yolov1", variant="small", num_classes=20, in_channels=1), data, epochs=1, device="cpu")

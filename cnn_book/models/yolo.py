@@ -227,3 +227,79 @@ def yolo_loss(pred: Tensor, target: Tensor, num_boxes: int = 2, lambda_coord: fl
     cls = (has_obj.unsqueeze(-1) * (pred[..., 5 * b :] - target[..., 5 * b :]).pow(2)).sum((1, 2, 3))
     parts = {"coord": coord.mean(), "object": obj.mean(), "no_object": noobj.mean(), "class": cls.mean()}
     return sum(parts.values()), parts
+
+
+# ---------------------------------------------------------------------------------------------
+# From the grid to detections, and their scores
+# ---------------------------------------------------------------------------------------------
+
+def detections(grid: Tensor, size: float = 1.0, num_boxes: int = 2, threshold: float = 0.01,
+               iou: float = 0.5) -> dict[str, Tensor]:
+    """One image's detections: every predictor's box with its class-specific score above
+    ``threshold``, then non-maximum suppression class by class (``torchvision.ops.batched_nms``,
+    boxes overlapping a better one of the same class by more than ``iou`` are dropped).
+    ``{"boxes": (K, 4) xyxy, "scores": (K,), "labels": (K,)}``, sorted by score, the format
+    torchmetrics' MeanAveragePrecision takes. ``size`` 1 gives boxes as fractions of the image."""
+    from torchvision.ops import batched_nms
+
+    boxes, scores, labels = decode(grid.detach().float().cpu(), size, num_boxes, threshold)
+    keep = batched_nms(boxes, scores, labels, iou)
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+def truths(target: Tensor, size: float = 1.0, num_boxes: int = 2) -> dict[str, Tensor]:
+    """One image's ground truth from its grid target: ``{"boxes": (K, 4), "labels": (K,)}``."""
+    boxes, _, labels = decode(target.detach().float().cpu(), size, num_boxes, 0.5, first_only=True)
+    return {"boxes": boxes, "labels": labels}
+
+
+def average_precision(preds: list[dict], targets: list[dict], label: int, iou: float = 0.5,
+                      points: int | None = None) -> float:
+    """The average precision of class ``label`` at IoU ``iou``, step by step, as VOC defines it.
+
+    All detections of the class over all images, best score first; each is a true positive if it
+    overlaps by at least ``iou`` a box of the class in its image that no better detection has
+    taken, else a false positive. Precision and recall after each detection give the curve; the
+    precision is made monotone (at each recall, the best precision at that recall or beyond) and
+    integrated over recall: at every recall where it changes (``points=None``, VOC 2010 and
+    later), or sampled at ``points`` equally spaced recalls (101: COCO's, what torchmetrics uses).
+    NaN when the class has no box in ``targets``."""
+    from torchvision.ops import box_iou
+
+    scored = []  # (score, image, box) of every detection of the class
+    for i, p in enumerate(preds):
+        for box, score in zip(p["boxes"][p["labels"] == label], p["scores"][p["labels"] == label], strict=True):
+            scored.append((float(score), i, box))
+    truth = [t["boxes"][t["labels"] == label] for t in targets]
+    total = sum(len(t) for t in truth)
+    if total == 0:
+        return float("nan")
+    taken = [torch.zeros(len(t), dtype=torch.bool) for t in truth]
+    hits = []
+    for _score, i, box in sorted(scored, key=lambda s: -s[0]):
+        if len(truth[i]) == 0:
+            hits.append(False)
+            continue
+        overlaps = box_iou(box[None], truth[i])[0]
+        overlaps[taken[i]] = -1  # a box already found counts once
+        best = int(overlaps.argmax())
+        hit = bool(overlaps[best] >= iou)
+        if hit:
+            taken[i][best] = True
+        hits.append(hit)
+    if not hits:
+        return 0.0
+    tp = torch.tensor(hits, dtype=torch.float64).cumsum(0)
+    recall = tp / total
+    precision = tp / torch.arange(1, len(hits) + 1, dtype=torch.float64)
+    # the monotone envelope: at each point, the best precision at this recall or beyond
+    envelope = precision.flip(0).cummax(0).values.flip(0)
+    if points is None:
+        r = torch.cat([torch.zeros(1, dtype=torch.float64), recall])
+        return float(((r[1:] - r[:-1]) * envelope).sum())
+    # the recall thresholds as numpy's linspace (COCO's) computes them, i x 0.01 for 101: 30 x 0.01 is
+    # 0.30000000000000004, so a recall of exactly 0.3 does not reach it; kept so that the figures agree
+    grid = torch.arange(points, dtype=torch.float64) * (1.0 / (points - 1))
+    idx = torch.searchsorted(recall, grid, side="left")  # the first detection that reaches each recall
+    sampled = torch.where(idx < len(envelope), envelope[idx.clamp(max=len(envelope) - 1)], torch.zeros(()))
+    return float(sampled.mean())

@@ -153,11 +153,9 @@ def reconstruction_nll(logits: Tensor, x: Tensor, likelihood: str = "bernoulli")
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"likelihood must be {' or '.join(map(repr, LIKELIHOODS))}, got {likelihood!r}")
     logits, x = logits.float().flatten(1), x.float().flatten(1)
-    nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
     if likelihood == "continuous_bernoulli":
-        cb = torch.distributions.ContinuousBernoulli(logits=logits)
-        nll = -cb.log_prob(x).sum(1)
-    return nll
+        return -torch.distributions.ContinuousBernoulli(logits=logits).log_prob(x).sum(1)
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
 
 
 def negative_elbo(output: VAEOutput, x: Tensor, beta: float = 1.0,

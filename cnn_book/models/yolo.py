@@ -60,6 +60,20 @@ def encode(boxes: Tensor, labels: Tensor, size: int, grid: int = 7, num_boxes: i
     return target, dropped
 
 
+def corners(t: Tensor, grid: int, size: float = 1.0, clamp: bool = False) -> tuple[Tensor, ...]:
+    """(x1, y1, x2, y2), each (..., S, S), of boxes in the grid's layout (t: (..., S, S, 4) of x, y in
+    the cell and w, h of the image), in units of ``size`` (1: fractions of the image). ``clamp``
+    treats a negative predicted width or height as 0 (an IoU needs a real box)."""
+    s = grid
+    rows = torch.arange(s, device=t.device).view(s, 1)
+    cols = torch.arange(s, device=t.device).view(1, s)
+    cx, cy = (cols + t[..., 0]) / s * size, (rows + t[..., 1]) / s * size
+    w, h = t[..., 2], t[..., 3]
+    if clamp:
+        w, h = w.clamp(min=0), h.clamp(min=0)
+    return cx - w * size / 2, cy - h * size / 2, cx + w * size / 2, cy + h * size / 2
+
+
 def decode(grid: Tensor, size: int, num_boxes: int = 2, threshold: float = 0.0,
            first_only: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """The boxes of one S x S x (5B + C) grid: (boxes (K, 4) in pixels, x1 y1 x2 y2; scores (K,);
@@ -69,16 +83,11 @@ def decode(grid: Tensor, size: int, num_boxes: int = 2, threshold: float = 0.0,
     s, b = grid.shape[0], num_boxes
     if grid.dim() != 3 or grid.shape[1] != s or grid.shape[2] <= 5 * b:
         raise ValueError(f"a grid is (S, S, 5B + C) with B = {b}; got {tuple(grid.shape)}")
-    cell = size / s
     probs, labels = grid[..., 5 * b :].max(-1)  # (S, S)
-    rows, cols = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
     out_boxes, out_scores, out_labels = [], [], []
     for k in range(1 if first_only else b):
-        x, y, w, h, conf = grid[..., 5 * k : 5 * k + 5].unbind(-1)
-        cx, cy = (cols + x) * cell, (rows + y) * cell
-        half_w, half_h = w * size / 2, h * size / 2
-        boxes = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], -1)
-        scores = conf * probs
+        boxes = torch.stack(corners(grid[..., 5 * k : 5 * k + 4], s, size), -1)
+        scores = grid[..., 5 * k + 4] * probs
         keep = scores > threshold
         out_boxes.append(boxes[keep])
         out_scores.append(scores[keep])
@@ -172,17 +181,8 @@ def yolov1(num_classes: int = 20, in_channels: int = 3, **kwargs) -> YOLOv1:
 def cell_iou(a: Tensor, b: Tensor, grid: int) -> Tensor:
     """IoU of boxes in the grid's layout (x, y in the cell, w, h of the image; (..., S, S, 4)), box
     by box: each pair sits in the same cell."""
-    s = grid
-    rows = torch.arange(s, device=a.device).view(s, 1).expand(s, s)
-    cols = torch.arange(s, device=a.device).view(1, s).expand(s, s)
-
-    def corners(t):
-        cx, cy = (cols + t[..., 0]) / s, (rows + t[..., 1]) / s
-        w, h = t[..., 2].clamp(min=0), t[..., 3].clamp(min=0)
-        return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-
-    ax1, ay1, ax2, ay2 = corners(a)
-    bx1, by1, bx2, by2 = corners(b)
+    ax1, ay1, ax2, ay2 = corners(a, grid, clamp=True)
+    bx1, by1, bx2, by2 = corners(b, grid, clamp=True)
     inter = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp(min=0) * \
         (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp(min=0)
     union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter

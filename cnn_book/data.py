@@ -520,6 +520,12 @@ class DetectionData(ImageData):
         b, lab = (self.train_boxes, self.train_labels) if split == "train" else (self.test_boxes, self.test_labels)
         return b[index], lab[index]
 
+    def targets(self, split: str = "test", limit: int | None = None) -> list[dict]:
+        """Every box of the first ``limit`` images of ``split``, ``{"boxes", "labels"}`` per image (the
+        format torchmetrics takes), including the boxes a grid target could not hold."""
+        n = len(self.split(split)[0]) if limit is None else limit
+        return [dict(zip(("boxes", "labels"), self.boxes(split, i), strict=True)) for i in range(n)]
+
 
 def _tight_box(item: Tensor, threshold: int) -> tuple[int, int, int, int] | None:
     """(left, top, right, bottom) of the pixels brighter than ``threshold``, right/bottom exclusive."""
@@ -614,6 +620,100 @@ def fashion_mnist_detection(data: ImageData | None = None, n_train: int = 10_000
     return DetectionData(name, list(data.classes), trx, trt, tex, tet, train_boxes=trb, train_labels=trl,
                          test_boxes=teb, test_labels=tel, grid=grid, num_boxes=num_boxes,
                          dropped={"train": trd, "test": ted})
+
+
+# The NEON tree crowns that the deepforest wheel ships (Weinstein et al., 2019; its data/ folder): aerial RGB
+# images of Yellowstone (site YELL, 10 cm a pixel) with every crown boxed in Pascal VOC XML. The training tiles
+# come from one image and the test tiles from another, 13 km away.
+NEON_TREES = {"train": "2019_YELL_2_528000_4978000_image_crop2", "test": "2019_YELL_2_541000_4977000_image_crop"}
+
+
+def deepforest_data_dir() -> Path:
+    """The data folder of the installed ``deepforest`` package, found without importing it (its
+    ``__init__`` needs pytorch-lightning, which the book does not install: the wheel goes in with
+    ``--no-deps``, from requirements-offline.txt)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("deepforest")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the NEON tree images come with the deepforest wheel: pip install --no-deps "
+                        "deepforest==1.5.0 (make's set-up does, from requirements-offline.txt)")
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def read_voc(xml: str | os.PathLike) -> tuple[str, Tensor, list[str]]:
+    """One Pascal VOC annotation: (its image's file name, boxes (K, 4) as (xmin, ymin, xmax, ymax) in
+    pixels, the K class names). VOC's corners are pixel indices; the boxes are used as they are."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(xml).getroot()
+    except (ET.ParseError, OSError) as e:
+        raise DataError(f"{xml} is not a readable Pascal VOC annotation ({e})") from None
+    boxes, names = [], []
+    for obj in root.iter("object"):
+        bb = obj.find("bndbox")
+        if bb is None:
+            raise DataError(f"{xml}: an <object> without a <bndbox>")
+        boxes.append([float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
+        names.append(obj.findtext("name", "").strip())
+    return root.findtext("filename", "").strip(), torch.tensor(boxes, dtype=torch.float32).view(-1, 4), names
+
+
+def _tiles(image: Tensor, boxes: Tensor, tile: int, size: int, stride: int, min_visible: float):
+    """Square tiles of ``image`` (C, H, W) every ``stride`` pixels, resized to ``size``, with the boxes
+    that keep at least ``min_visible`` of their area inside a tile, clipped to it and rescaled."""
+    _, h, w = image.shape
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    out, kept = [], []
+    for top in range(0, h - tile + 1, stride):
+        for left in range(0, w - tile + 1, stride):
+            crop = image[:, top : top + tile, left : left + tile].unsqueeze(0).float()
+            out.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True,
+                                     align_corners=False).round().clamp(0, 255).to(torch.uint8)[0])
+            b = boxes - torch.tensor([left, top, left, top], dtype=torch.float32)
+            b = b.clamp(0, tile)
+            visible = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+            keep = (visible >= min_visible * area) & (visible > 0)
+            kept.append(b[keep] * (size / tile))
+    return torch.stack(out), kept
+
+
+def neon_trees(root: str | os.PathLike | None = None, tile: int = 112, size: int = 112, stride: int | None = None,
+               min_visible: float = 0.5, grid: int = 7, num_boxes: int = 2, files: dict | None = None) -> DetectionData:
+    """A real detection set, offline: tree crowns in NEON aerial images (one class, "tree").
+
+    Each image of ``files`` (``NEON_TREES``: split -> the stem of a VOC XML and its image in ``root``,
+    by default the deepforest wheel's data folder) is cut into ``tile`` x ``tile`` tiles (11.2 m at
+    10 cm a pixel), every ``stride`` pixels (training: half a tile, so that every crown is seen whole
+    in some tile; test: ``tile``, no overlap), resized to ``size`` x ``size``. A crown cut by a
+    tile's edge is kept, clipped, when at least ``min_visible`` of its box lies inside."""
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor
+
+    from .models.yolo import encode
+
+    folder = Path(root) if root is not None else deepforest_data_dir()
+    if size % grid:
+        raise ValueError(f"the tile's size ({size}) must be a multiple of the grid ({grid})")
+    parts = {}
+    for split, stem in (files or NEON_TREES).items():
+        name, boxes, _ = read_voc(folder / f"{stem}.xml")
+        path = folder / (name if name and (folder / name).exists() else f"{stem}.png")
+        try:
+            with Image.open(path) as im:
+                image = pil_to_tensor(im.convert("RGB"))
+        except OSError as e:
+            raise DataError(f"the image of {stem}.xml cannot be read: {path} ({e})") from None
+        step = stride or (tile // 2 if split == "train" else tile)
+        x, bxs = _tiles(image, boxes, tile, size, step, min_visible)
+        labels = [torch.zeros(len(b), dtype=torch.int64) for b in bxs]
+        encoded = [encode(b, lab, size, grid, num_boxes, 1) for b, lab in zip(bxs, labels, strict=True)]
+        parts[split] = (x, torch.stack([t for t, _ in encoded]), bxs, labels, sum(d for _, d in encoded))
+    (trx, trt, trb, trl, trd), (tex, tet, teb, tel, ted) = parts["train"], parts["test"]
+    return DetectionData(f"NEON tree crowns ({tile} px tiles at {size}x{size})", ["tree"], trx, trt, tex, tet,
+                         train_boxes=trb, train_labels=trl, test_boxes=teb, test_labels=tel, grid=grid,
+                         num_boxes=num_boxes, dropped={"train": trd, "test": ted})
 
 
 # --- segmentation -------------------------------------------------------------------------------

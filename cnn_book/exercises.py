@@ -143,6 +143,16 @@ def _vae_effective_beta() -> int:
     return 3 * 64 * 64
 
 
+def _yolo_fc1_share() -> float:
+    """The share, in %, of the paper's YOLO (20 classes) parameters in its first fully connected layer."""
+    from .models import get_model
+
+    with torch.device("meta"):
+        model = get_model("yolov1")
+    fc1 = model.classifier[1]
+    return 100 * sum(p.numel() for p in fc1.parameters()) / sum(p.numel() for p in model.parameters())
+
+
 NUMBERS: dict[str, Number] = {
     "vgg16-rf": Number("the receptive field of a unit of VGG-16's last pool, in pixels", _vgg16_pool5_rf,
                        "Hint: r grows by (k - 1) times the product of the strides before the layer; a 2x2 "
@@ -171,6 +181,10 @@ NUMBERS: dict[str, Number] = {
                             "next to a KL summed over the latents, amounts to", _vae_effective_beta,
                             "Hint: multiply the whole loss by what the mean divided the reconstruction by; the "
                             "minimiser does not change, and the KL's factor is then beta."),
+    "yolo-fc1-share": Number("the share of the paper's YOLO (448x448, 20 classes) parameters in its first fully "
+                             "connected layer", _yolo_fc1_share,
+                             "Hint: it maps the flattened 7 x 7 x 1024 features to 4,096 units, with biases; the "
+                             "whole network has 271,703,550 parameters.", rel_tol=0.01, unit=" %"),
 }
 
 
@@ -276,6 +290,41 @@ def _cases_dice(rng: random.Random):
         yield (pred, target, rng.randrange(k))
 
 
+def _box_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    from torchvision.ops import box_iou
+
+    return float(box_iou(a[None], b[None])[0, 0])
+
+
+def _cases_boxes(rng: random.Random):
+    for _ in range(30):
+        pair = []
+        for _ in range(2):
+            x, y = rng.uniform(0, 80), rng.uniform(0, 80)
+            pair.append(torch.tensor([x, y, x + rng.uniform(1, 40), y + rng.uniform(1, 40)], dtype=torch.float64))
+        yield tuple(pair)
+    yield (torch.tensor([0.0, 0, 10, 10], dtype=torch.float64), torch.tensor([10.0, 0, 20, 10], dtype=torch.float64))
+    yield (torch.tensor([0.0, 0, 10, 10], dtype=torch.float64), torch.tensor([2.0, 2, 6, 6], dtype=torch.float64))
+
+
+def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
+    from torchvision.ops import nms
+
+    return nms(boxes, scores, iou)
+
+
+def _cases_nms(rng: random.Random):
+    g = torch.Generator().manual_seed(rng.randrange(10**6))
+    for _ in range(12):
+        k = rng.randint(1, 12)
+        centres = torch.rand(rng.randint(1, 3), 2, generator=g, dtype=torch.float64) * 60
+        xy = centres[torch.randint(0, len(centres), (k,), generator=g)] + torch.randn(k, 2, generator=g,
+                                                                                       dtype=torch.float64) * 4
+        wh = torch.rand(k, 2, generator=g, dtype=torch.float64) * 20 + 10
+        scores = torch.randperm(k, generator=g).to(torch.float64) / k + 0.01  # all different
+        yield torch.cat([xy, xy + wh], 1), scores, rng.choice([0.3, 0.5, 0.7])
+
+
 def _gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     from .models.vae import gaussian_kl
 
@@ -333,6 +382,13 @@ FUNCTIONS: dict[str, Function] = {
                                    _reparameterised, lambda rng: _cases_gaussian(rng, with_eps=True),
                                    "Hint: the network predicts log sigma^2, so sigma = exp(logvar / 2), not "
                                    "exp(logvar)."),
+    "box-iou": Function("iou(a, b): the IoU of two boxes (x1, y1, x2, y2)", _box_iou, _cases_boxes,
+                        "Hint: the intersection is max(0, min(a.x2, b.x2) - max(a.x1, b.x1)) times the same in y; "
+                        "the union is the two areas minus the intersection."),
+    "nms": Function("nms(boxes, scores, iou): the indices non-maximum suppression keeps, best score first", _nms,
+                    _cases_nms,
+                    "Hint: take the best remaining box, keep it, drop every remaining box that overlaps it by an "
+                    "IoU above the threshold (strictly), and repeat; return a tensor of int64 indices."),
 }
 
 

@@ -25,6 +25,8 @@ DATASETS = {
     "fashion_mnist_scenes": ((1, 64, 64), 11, 20_000, "segmentation"),  # data.fashion_mnist_scenes()
     "fashion_mnist_imagenet": ((3, 28, 28), 10, 60_000, "classification"),  # transfer.imagenet_view(fashion_mnist)
     "fashion_mnist_binary": ((1, 28, 28), 10, 60_000, "generative"),  # data.binarize(fashion_mnist)
+    "fashion_mnist_detection": ((1, 112, 112), 10, 10_000, "detection"),  # canvases of items, built from it
+    "neon_trees": ((3, 112, 112), 1, 1_720, "detection"),  # data.neon_trees(): tiles of aerial photos, tree crowns
 }
 
 
@@ -40,8 +42,22 @@ def _binary_view(data, recipe):
     return binarize(data)  # 0/1 pixels for a Bernoulli likelihood: test images fixed, training ones per batch
 
 
+def _detection_canvases(data, recipe):
+    from .data import fashion_mnist_detection
+    from .settings import quick_mode
+    from .train import QUICK_TRAIN_IMAGES
+
+    n = recipe.train_images or DATASETS[recipe.data][2]
+    canvas = recipe.size or DATASETS[recipe.data][0][-1]
+    k = canvas / DATASETS[recipe.data][0][-1]  # items grow with the canvas: 448 px holds them 4x larger
+    return fashion_mnist_detection(data, n_train=min(n, QUICK_TRAIN_IMAGES) if quick_mode() else n,
+                                   canvas=canvas, scale=(0.75 * k, 1.5 * k))
+
+
 # The data sets that are a view of Fashion-MNIST: how ``Recipe.prepare`` makes them from it.
 VIEWS = {"fashion_mnist_imagenet": _imagenet_view, "fashion_mnist_binary": _binary_view}
+# The sets built from Fashion-MNIST's items, whose ``train_images`` and ``size`` are those of what they build.
+BUILT = {"fashion_mnist_detection": _detection_canvases}
 
 
 @dataclass(frozen=True)
@@ -102,7 +118,10 @@ class Recipe:
         return model
 
     def prepare(self, data):
-        """``data`` as the recipe feeds it: the training subset, then the padding or resizing."""
+        """``data`` as the recipe feeds it: the training subset, then the padding or resizing (or, for
+        a set built from Fashion-MNIST, that set at the recipe's size)."""
+        if self.data in BUILT:
+            return BUILT[self.data](data, self)
         if self.train_images is not None:
             data = replace(data, train_x=data.train_x[: self.train_images], train_y=data.train_y[: self.train_images])
         if self.data in VIEWS:
@@ -186,6 +205,14 @@ RECIPES: dict[str, dict[str, Recipe]] = {
     "unet": _gpu(Recipe("unet", {"num_classes": 11, "in_channels": 1, "base_width": 16, "padding": "same"},
                         data="fashion_mnist_scenes", epochs=3, batch_size=64, lr=3e-3, loss="cross_entropy+dice"),
                  options={"base_width": 64}, epochs=10),
+    # 12: YOLO v1 on 112x112 canvases of Fashion-MNIST items, in the small form on a CPU; on a GPU the paper's
+    # network (24 convolutions, 271 M parameters with 20 classes) at its 448x448, the items drawn 4x larger.
+    # Adam at 1e-3 (1e-4 for the deep network without batch norm) instead of the paper's SGD with a warm-up.
+    "yolo": _gpu(Recipe("yolov1", {**_FMNIST, "variant": "small"}, data="fashion_mnist_detection", epochs=20,
+                        batch_size=64, lr=1e-3, augment=False),
+                 options={"variant": "paper"}, size=448, epochs=30, batch_size=32, lr=1e-4),
+    "yolo_trees": _gpu(Recipe("yolov1", {"num_classes": 1, "in_channels": 3, "variant": "small"}, data="neon_trees",
+                              epochs=20, batch_size=32, lr=1e-3, augment=False)),  # the same on both
 }
 
 

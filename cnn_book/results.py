@@ -60,6 +60,9 @@ def record(key: str, chapter: str, history: History, summary: ModelSummary) -> P
         row["test_miou"] = _finite(history.curves["test_miou"][-1])
     if history.task == "generative":  # no accuracy: the test negative ELBO, nats per image, is the figure
         row["test_nelbo"] = _finite(history.curves["test_loss"][-1])
+    if history.task == "detection":  # no accuracy: the test mAP@0.5 (VOC's IoU) and COCO's mAP@[.5:.95]
+        row["test_map50"] = _finite(history.curves["test_map50"][-1])
+        row["test_map"] = _finite(history.curves["test_map"][-1])
     path = folder / f"{key}.json"
     remove_stale(folder, f".{key}.json.")  # a killed writer's temporary file
     tmp = folder / f".{key}.json.{os.getpid()}.tmp"

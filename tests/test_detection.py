@@ -1,6 +1,8 @@
 """YOLO's data and grid: a detection set from Fashion-MNIST (deterministic per index, splits kept
 apart, tight boxes) and the grid encoding, checked as the inverse of the decoding."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -243,7 +245,7 @@ def test_the_loss_is_per_image_averaged_over_the_batch_and_trains():
 # --- detections, average precision and the task through fit -------------------------------------
 
 from cnn_book import train  # noqa: E402
-from cnn_book.models.yolo import average_precision, detections, truths  # noqa: E402
+from cnn_book.models.yolo import average_precision, detections, interpolated, precision_recall, truths  # noqa: E402
 
 
 def _random_detections(seed, n_images=30, classes=3):
@@ -323,6 +325,12 @@ def test_average_precision_on_a_case_worked_by_hand():
              "scores": torch.tensor([0.9, 0.8, 0.7]), "labels": torch.tensor([0, 0, 0])}]
     assert average_precision(pred, truth, 0) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
     assert average_precision(pred, truth, 1) != average_precision(pred, truth, 1)  # no box of class 1: NaN
+    recall, precision = precision_recall(pred, truth, 0)
+    assert recall.tolist() == [0.5, 0.5, 1.0] and precision.tolist() == pytest.approx([1, 0.5, 2 / 3])
+    assert interpolated(precision).tolist() == pytest.approx([1, 2 / 3, 2 / 3])  # the best at this recall or beyond
+    twice = [{"boxes": torch.tensor([[0.0, 0, 1, 1], [0, 0, 1, 1]]), "scores": torch.tensor([0.9, 0.8]),
+              "labels": torch.tensor([0, 0])}]
+    assert precision_recall(twice, truth, 0)[1].tolist() == [1.0, 0.5]  # a box found twice: one false positive
 
 
 def test_detections_suppress_duplicates_and_truths_read_the_target():
@@ -348,3 +356,113 @@ def test_the_detection_task_trains_through_fit_and_reports_map(fmnist, capsys):
         train.fit(get_model("simple_cnn", input_size=112), data, epochs=1, device="cpu")
     with pytest.raises(ValueError, match="build it with the data's grid"):
         train.fit(get_model("yolov1", variant="small", num_classes=20, in_channels=1), data, epochs=1, device="cpu")
+
+
+# --- a real set: NEON tree crowns, in Pascal VOC XML ---------------------------------------------
+
+from cnn_book.data import DataError, neon_trees, read_voc  # noqa: E402
+
+
+def _voc(folder, stem, size, boxes, name="Tree"):
+    """An image and its VOC annotation in the deepforest wheel's format, made here."""
+    from PIL import Image
+
+    pixels = (torch.arange(size[0] * size[1] * 3) % 251).to(torch.uint8).view(size[1], size[0], 3)
+    Image.fromarray(pixels.numpy()).save(folder / f"{stem}.png")
+    objects = "".join(f"<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated>"
+                      f"<difficult>0</difficult><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+                      f"<ymax>{d}</ymax></bndbox></object>" for a, b, c, d in boxes)
+    (folder / f"{stem}.xml").write_text(
+        f"<annotation><folder>RGB</folder><filename>{stem}.tif</filename><size><width>{size[0]}</width>"
+        f"<height>{size[1]}</height><depth>3</depth></size><segmented>0</segmented>{objects}</annotation>")
+
+
+def test_voc_annotations_are_read_and_tiled_with_their_boxes(tmp_path):
+    _voc(tmp_path, "a", (448, 224), [(10, 20, 50, 60), (200, 100, 260, 150), (400, 10, 440, 40)])
+    _voc(tmp_path, "b", (224, 224), [(0, 0, 30, 30)])
+    name, boxes, names = read_voc(tmp_path / "a.xml")
+    assert name == "a.tif" and boxes.tolist()[1] == [200, 100, 260, 150] and names == ["Tree"] * 3
+    # the .tif named in the XML is not there: the .png is read
+    data = neon_trees(tmp_path, tile=224, files={"train": "a", "test": "b"})
+    assert isinstance(data, DetectionData) and data.classes == ["tree"]
+    assert data.train_x.shape == (3, 3, 112, 112) and data.test_x.shape == (1, 3, 112, 112)  # stride 112, then 224
+    b, lab = data.boxes("train", 0)  # tile 0: the first box whole, the second cut at x = 224: 24/60 inside, left out
+    assert b.tolist() == [[5, 10, 25, 30]] and lab.tolist() == [0]
+    mid, _ = data.boxes("train", 1)  # the tile from x = 112: the second box whole, halved
+    assert mid.tolist() == [[44, 50, 74, 75]]
+    assert data.test_y.shape == (1, 7, 7, 11) and data.test_y[0, 0, 0, 4] == 1  # 5B + 1 class
+    assert data.train_x[1].float().mean() != data.train_x[0].float().mean()  # different crops
+    with pytest.raises(DataError, match="not a readable Pascal VOC"):
+        read_voc(tmp_path / "missing.xml")
+
+
+def test_the_neon_images_come_from_the_deepforest_wheel():
+    data = neon_trees()
+    assert data.train_x.shape == (1720, 3, 112, 112) and data.test_x.shape == (99, 3, 112, 112)
+    assert data.dropped == {"train": 1, "test": 0}
+    from cnn_book import recipes
+
+    assert recipes.DATASETS["neon_trees"][2] == len(data.train_x)
+
+
+def test_the_yolo_recipe_builds_its_canvases_at_its_size(fmnist, monkeypatch):
+    from cnn_book import recipes
+
+    cpu, gpu = recipes.RECIPES["yolo"]["cpu"], recipes.RECIPES["yolo"]["gpu"]
+    assert cpu.input_shape == (1, 112, 112) and gpu.input_shape == (1, 448, 448)
+    small = dataclasses.replace(gpu, train_images=3)
+    monkeypatch.setenv("CNN_BOOK_QUICK", "0")
+    data = small.prepare(fmnist)
+    assert data.train_x.shape == (3, 1, 448, 448) and data.train_y.shape == (3, 7, 7, 20)
+    sides = torch.cat([b[:, 2:] - b[:, :2] for b in data.train_boxes])
+    assert sides.max() > 28 * 1.5  # the items are drawn larger on the larger canvas
+    assert recipes.get("yolo_trees", "cpu").input_shape == (3, 112, 112)
+
+
+def test_detect_runs_the_model_and_found_marks_the_boxes_a_detection_hits(fmnist):
+    from cnn_book.models.yolo import detect, found
+
+    data = fashion_mnist_detection(fmnist, n_train=8, n_test=6, seed=7)
+    truth = data.targets("test")
+    assert len(truth) == 6 and all(set(t) == {"boxes", "labels"} for t in truth)
+    assert torch.equal(truth[2]["boxes"], data.test_boxes[2])
+
+    class Oracle(torch.nn.Module):  # returns each canvas's own grid target: a perfect detector
+        num_boxes = 2
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+            self.seen = 0
+
+        def forward(self, x):
+            out = data.test_y[self.seen : self.seen + len(x)] + 0 * self.w
+            self.seen += len(x)
+            return out
+
+    preds = detect(Oracle(), data, batch_size=4)
+    assert len(preds) == 6
+    kept = [t["boxes"] for t in (truths(g, size=112) for g in data.test_y)]
+    for p, k in zip(preds, kept, strict=True):  # the boxes the grid holds, once each after NMS
+        assert len(p["boxes"]) == len(k) and torch.allclose(p["boxes"].sort(0).values, k.sort(0).values, atol=1e-4)
+    hits = found(preds, truth)
+    assert all(h.all() for h, t in zip(hits, kept, strict=True) if len(t) == len(h))
+    wrong = [{**p, "labels": (p["labels"] + 1) % 10} for p in preds]  # right boxes, wrong classes
+    assert not any(h.any() for h in found(wrong, truth))
+    low = [{**p, "scores": p["scores"] * 0.1} for p in preds]
+    assert not any(h.any() for h in found(low, truth, min_score=0.25))
+
+
+def test_the_detection_plots_draw(fmnist):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from cnn_book import plot
+
+    data = fashion_mnist_detection(fmnist, n_train=4, n_test=4, seed=1)
+    truth = data.targets("test")
+    preds = [{**t, "scores": torch.full((len(t["boxes"]),), 0.9)} for t in truth]
+    fig = plot.detections(data.test_x, truth, preds, data.classes, titles=list("abcd"))
+    assert len([ax for ax in fig.axes if ax.images]) == 4
+    assert plot.precision_recall(preds, truth, [0, 1], data.classes).axes
+    assert plot.responsible_cells(data.test_x[0], truth[0]["boxes"], 7).axes[0].patches

@@ -130,3 +130,32 @@ def test_the_transfer_chapter_s_checkers_agree_with_real_layers():
     with torch.no_grad():
         assert torch.allclose(conv((grey.expand(-1, 3, -1, -1) - m) / s), nn.functional.conv2d(grey, w1, b1))
     assert not exercises.check_function("grey-first-layer", lambda w, b, mean, std: (w.sum(1, keepdim=True), b))
+
+
+def test_the_yolo_chapter_s_checkers():
+    def iou(a, b):  # by hand, from the corners
+        w = max(0.0, float(min(a[2], b[2]) - max(a[0], b[0])))
+        h = max(0.0, float(min(a[3], b[3]) - max(a[1], b[1])))
+        inter = w * h
+        return inter / float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+    assert exercises.check_function("box-iou", iou)
+    # the classic slip: no clamp, so two boxes apart in x and in y "overlap" by a positive product
+    assert not exercises.check_function("box-iou", lambda a, b: float(
+        (min(a[2], b[2]) - max(a[0], b[0])) * (min(a[3], b[3]) - max(a[1], b[1]))
+        / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]))))
+
+    def nms(boxes, scores, t):
+        order, keep = scores.argsort(descending=True), []
+        while len(order):
+            keep.append(int(order[0]))
+            rest = order[1:]
+            order = rest[torch.tensor([iou(boxes[order[0]], boxes[r]) <= t for r in rest], dtype=torch.bool)]
+        return torch.tensor(keep, dtype=torch.int64)
+
+    assert exercises.check_function("nms", nms)
+    assert not exercises.check_function("nms", lambda b, s, t: s.argsort(descending=True))  # suppresses nothing
+    yolo = cnn_book.get_model("yolov1")
+    fc1 = sum(p.numel() for p in yolo.classifier[1].parameters())
+    assert fc1 == 7 * 7 * 1024 * 4096 + 4096
+    assert exercises.NUMBERS["yolo-fc1-share"].compute() == pytest.approx(100 * fc1 / inspect.count_parameters(yolo))

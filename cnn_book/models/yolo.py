@@ -247,23 +247,54 @@ def detections(grid: Tensor, size: float = 1.0, num_boxes: int = 2, threshold: f
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
 
+@torch.no_grad()
+def detect(model: nn.Module, data, split: str = "test", threshold: float = 0.01, iou: float = 0.5,
+           limit: int | None = None, batch_size: int = 200) -> list[dict[str, Tensor]]:
+    """The detections of ``model`` on the images of ``data``'s ``split`` (the first ``limit``), in
+    pixels of its images, one dict per image (``detections``; ``iou=1`` keeps every box: the
+    predictions before non-maximum suppression). The model runs in eval mode on its own device."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for x, _ in data.batches(split, batch_size, limit=limit):
+            for g in model(x.to(device)):
+                out.append(detections(g, data.input_shape[-1], model.num_boxes, threshold, iou))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def found(preds: list[dict], targets: list[dict], iou: float = 0.5, min_score: float = 0.25) -> list[Tensor]:
+    """For each image, which of its true boxes (bool (K,)) a detection of the same class with a score
+    of at least ``min_score`` overlaps by at least ``iou``: recall at one operating point, box by box."""
+    from torchvision.ops import box_iou
+
+    out = []
+    for p, t in zip(preds, targets, strict=True):
+        keep = p["scores"] >= min_score
+        if len(t["boxes"]) == 0 or not keep.any():
+            out.append(torch.zeros(len(t["boxes"]), dtype=torch.bool))
+            continue
+        same = t["labels"][:, None] == p["labels"][keep][None, :]
+        out.append(((box_iou(t["boxes"], p["boxes"][keep]) >= iou) & same).any(1))
+    return out
+
+
 def truths(target: Tensor, size: float = 1.0, num_boxes: int = 2) -> dict[str, Tensor]:
     """One image's ground truth from its grid target: ``{"boxes": (K, 4), "labels": (K,)}``."""
     boxes, _, labels = decode(target.detach().float().cpu(), size, num_boxes, 0.5, first_only=True)
     return {"boxes": boxes, "labels": labels}
 
 
-def average_precision(preds: list[dict], targets: list[dict], label: int, iou: float = 0.5,
-                      points: int | None = None) -> float:
-    """The average precision of class ``label`` at IoU ``iou``, step by step, as VOC defines it.
+def precision_recall(preds: list[dict], targets: list[dict], label: int, iou: float = 0.5) -> tuple[Tensor, Tensor]:
+    """(recall, precision) after each detection of class ``label``, over all images, best score first.
 
-    All detections of the class over all images, best score first; each is a true positive if it
-    overlaps by at least ``iou`` a box of the class in its image that no better detection has
-    taken, else a false positive. Precision and recall after each detection give the curve; the
-    precision is made monotone (at each recall, the best precision at that recall or beyond) and
-    integrated over recall: at every recall where it changes (``points=None``, VOC 2010 and
-    later), or sampled at ``points`` equally spaced recalls (101: COCO's, what torchmetrics uses).
-    NaN when the class has no box in ``targets``."""
+    Each detection is a true positive if it overlaps by at least ``iou`` a box of the class in its
+    image that no better detection has taken, else a false positive (a second detection of a found
+    box is a false positive: what non-maximum suppression is for). Recall is over every box of the
+    class in ``targets``. Empty tensors when there are no detections; NaN recalls when no boxes."""
     from torchvision.ops import box_iou
 
     scored = []  # (score, image, box) of every detection of the class
@@ -272,8 +303,6 @@ def average_precision(preds: list[dict], targets: list[dict], label: int, iou: f
             scored.append((float(score), i, box))
     truth = [t["boxes"][t["labels"] == label] for t in targets]
     total = sum(len(t) for t in truth)
-    if total == 0:
-        return float("nan")
     taken = [torch.zeros(len(t), dtype=torch.bool) for t in truth]
     hits = []
     for _score, i, box in sorted(scored, key=lambda s: -s[0]):
@@ -287,13 +316,25 @@ def average_precision(preds: list[dict], targets: list[dict], label: int, iou: f
         if hit:
             taken[i][best] = True
         hits.append(hit)
-    if not hits:
-        return 0.0
     tp = torch.tensor(hits, dtype=torch.float64).cumsum(0)
-    recall = tp / total
-    precision = tp / torch.arange(1, len(hits) + 1, dtype=torch.float64)
-    # the monotone envelope: at each point, the best precision at this recall or beyond
-    envelope = precision.flip(0).cummax(0).values.flip(0)
+    recall = tp / total if total else torch.full_like(tp, float("nan"))
+    return recall, tp / torch.arange(1, len(hits) + 1, dtype=torch.float64)
+
+
+def average_precision(preds: list[dict], targets: list[dict], label: int, iou: float = 0.5,
+                      points: int | None = None) -> float:
+    """The average precision of class ``label`` at IoU ``iou``, step by step, as VOC defines it.
+
+    The precision-recall curve of ``precision_recall``, made monotone (at each recall, the best
+    precision at that recall or beyond) and integrated over recall: at every recall where it
+    changes (``points=None``, VOC 2010 and later), or sampled at ``points`` equally spaced
+    recalls (101: COCO's, what torchmetrics uses). NaN when the class has no box in ``targets``."""
+    if sum(int((t["labels"] == label).sum()) for t in targets) == 0:
+        return float("nan")
+    recall, precision = precision_recall(preds, targets, label, iou)
+    if len(recall) == 0:
+        return 0.0
+    envelope = interpolated(precision)
     if points is None:
         r = torch.cat([torch.zeros(1, dtype=torch.float64), recall])
         return float(((r[1:] - r[:-1]) * envelope).sum())
@@ -303,3 +344,9 @@ def average_precision(preds: list[dict], targets: list[dict], label: int, iou: f
     idx = torch.searchsorted(recall, grid, side="left")  # the first detection that reaches each recall
     sampled = torch.where(idx < len(envelope), envelope[idx.clamp(max=len(envelope) - 1)], torch.zeros(()))
     return float(sampled.mean())
+
+
+def interpolated(precision: Tensor) -> Tensor:
+    """The monotone envelope of a precision curve: at each point, the best precision at this recall
+    or beyond (VOC's interpolation; without it, AP rewards a curve's zig-zags by chance)."""
+    return precision.flip(0).cummax(0).values.flip(0)

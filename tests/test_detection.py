@@ -466,3 +466,14 @@ def test_the_detection_plots_draw(fmnist):
     assert len([ax for ax in fig.axes if ax.images]) == 4
     assert plot.precision_recall(preds, truth, [0, 1], data.classes).axes
     assert plot.responsible_cells(data.test_x[0], truth[0]["boxes"], 7).axes[0].patches
+
+
+def test_every_box_is_scored_for_every_class_as_the_paper_scores_it():
+    grid = torch.zeros(7, 7, 13)  # B = 2, C = 3
+    grid[3, 4, :5] = torch.tensor([0.5, 0.5, 0.2, 0.3, 0.8])  # predictor 1: confidence 0.8
+    grid[3, 4, 10:] = torch.tensor([0.5, 0.3, 0.2])  # the cell's class probabilities
+    grid[0, 0, 9], grid[0, 0, 10] = -0.5, -0.5  # two negative outputs do not make a score
+    boxes, scores, labels = decode(grid, 112, 2, threshold=0.1)
+    assert labels.tolist() == [0, 1, 2] and scores.tolist() == pytest.approx([0.4, 0.24, 0.16])
+    assert (boxes == boxes[0]).all()  # one box, once per class
+    assert decode(grid, 112, 2, threshold=0.2)[2].tolist() == [0, 1]

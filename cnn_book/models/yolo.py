@@ -77,21 +77,24 @@ def corners(t: Tensor, grid: int, size: float = 1.0, clamp: bool = False) -> tup
 def decode(grid: Tensor, size: int, num_boxes: int = 2, threshold: float = 0.0,
            first_only: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """The boxes of one S x S x (5B + C) grid: (boxes (K, 4) in pixels, x1 y1 x2 y2; scores (K,);
-    labels (K,)), for every predictor whose class-specific score, confidence x the cell's largest
-    class probability (the paper's test-time score), exceeds ``threshold``. ``first_only`` reads
-    one predictor per cell (a target, whose B slots are copies)."""
+    labels (K,)). Every predictor's box gets a class-specific score for every class, its confidence
+    times the cell's probability of the class (the paper's test-time score), and is kept once for
+    each class whose score exceeds ``threshold``. Regressed values below 0 count as 0 (two negative
+    numbers would otherwise make a positive score). ``first_only`` reads one predictor per cell (a
+    target, whose B slots are copies)."""
     s, b = grid.shape[0], num_boxes
     if grid.dim() != 3 or grid.shape[1] != s or grid.shape[2] <= 5 * b:
         raise ValueError(f"a grid is (S, S, 5B + C) with B = {b}; got {tuple(grid.shape)}")
-    probs, labels = grid[..., 5 * b :].max(-1)  # (S, S)
+    probs = grid[..., 5 * b :].clamp(min=0)  # (S, S, C)
     out_boxes, out_scores, out_labels = [], [], []
     for k in range(1 if first_only else b):
-        boxes = torch.stack(corners(grid[..., 5 * k : 5 * k + 4], s, size), -1)
-        scores = grid[..., 5 * k + 4] * probs
+        boxes = torch.stack(corners(grid[..., 5 * k : 5 * k + 4], s, size), -1)  # (S, S, 4)
+        scores = grid[..., 5 * k + 4, None].clamp(min=0) * probs  # (S, S, C): this box, every class
         keep = scores > threshold
-        out_boxes.append(boxes[keep])
+        where = keep.nonzero()  # (K, 3): row, column, class, in the order scores[keep] reads them
+        out_boxes.append(boxes[where[:, 0], where[:, 1]])
         out_scores.append(scores[keep])
-        out_labels.append(labels[keep])
+        out_labels.append(where[:, 2])
     return torch.cat(out_boxes), torch.cat(out_scores), torch.cat(out_labels)
 
 
@@ -234,16 +237,17 @@ def yolo_loss(pred: Tensor, target: Tensor, num_boxes: int = 2, lambda_coord: fl
 # ---------------------------------------------------------------------------------------------
 
 def detections(grid: Tensor, size: float = 1.0, num_boxes: int = 2, threshold: float = 0.01,
-               iou: float = 0.5) -> dict[str, Tensor]:
+               iou: float = 0.5, max_detections: int = 100) -> dict[str, Tensor]:
     """One image's detections: every predictor's box with its class-specific score above
     ``threshold``, then non-maximum suppression class by class (``torchvision.ops.batched_nms``,
     boxes overlapping a better one of the same class by more than ``iou`` are dropped).
     ``{"boxes": (K, 4) xyxy, "scores": (K,), "labels": (K,)}``, sorted by score, the format
-    torchmetrics' MeanAveragePrecision takes. ``size`` 1 gives boxes as fractions of the image."""
+    torchmetrics' MeanAveragePrecision takes, at most the ``max_detections`` best (COCO's limit).
+    ``size`` 1 gives boxes as fractions of the image."""
     from torchvision.ops import batched_nms
 
     boxes, scores, labels = decode(grid.detach().float().cpu(), size, num_boxes, threshold)
-    keep = batched_nms(boxes, scores, labels, iou)
+    keep = batched_nms(boxes, scores, labels, iou)[:max_detections]  # best first; COCO scores 100 an image
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
 

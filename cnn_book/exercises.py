@@ -344,6 +344,36 @@ def _cases_gaussian(rng: random.Random, with_eps: bool = False):
         yield (mu, logvar, torch.randn(n, d, generator=g, dtype=torch.float64)) if with_eps else (mu, logvar)
 
 
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    from .models.transformer import scaled_dot_product_attention
+
+    return scaled_dot_product_attention(q, k, v, mask)[0]
+
+
+def _cases_attention(rng: random.Random):
+    g = torch.Generator().manual_seed(rng.randrange(10**6))
+    for i in range(12):
+        n, length, keys, d, dv = rng.randint(1, 3), rng.randint(1, 5), rng.randint(1, 6), rng.choice([2, 4, 8]), 3
+        q, k = (torch.randn(n, t, d, generator=g, dtype=torch.float64) for t in (length, keys))
+        v = torch.randn(n, keys, dv, generator=g, dtype=torch.float64)
+        mask = None
+        if i % 3:  # True: the query may look at the key; every query sees at least one key
+            mask = torch.rand(length, keys, generator=g) < 0.6
+            mask[:, rng.randrange(keys)] = True
+        yield q, k, v, mask
+
+
+def _padding_to_sdpa(key_padding_mask: torch.Tensor) -> torch.Tensor:
+    return ~key_padding_mask[:, None, None, :]
+
+
+def _cases_padding_masks(rng: random.Random):
+    for _ in range(10):
+        n, s = rng.randint(1, 4), rng.randint(1, 8)
+        lengths = [rng.randint(1, s) for _ in range(n)]
+        yield (torch.tensor([[j >= t for j in range(s)] for t in lengths], dtype=torch.bool),)
+
+
 @dataclass(frozen=True)
 class Function:
     what: str
@@ -389,6 +419,15 @@ FUNCTIONS: dict[str, Function] = {
                     _cases_nms,
                     "Hint: take the best remaining box, keep it, drop every remaining box that overlaps it by an "
                     "IoU above the threshold (strictly), and repeat; return a tensor of int64 indices."),
+    "attention": Function("attention(q, k, v, mask): softmax(q k^T / sqrt(d)) v, where a boolean mask (or None) "
+                          "marks with True the keys a query may look at", _attention, _cases_attention,
+                          "Hint: scale by the square root of the queries' last dimension; set the scores the "
+                          "mask forbids to -inf before the softmax over the last dimension (the keys)."),
+    "padding-mask": Function("to_sdpa(key_padding_mask): nn.MultiheadAttention's (N, S) padding mask as a "
+                             "boolean attn_mask for F.scaled_dot_product_attention, shaped (N, 1, 1, S)",
+                             _padding_to_sdpa, _cases_padding_masks,
+                             "Hint: the two conventions are opposite (True ignored, True takes part), and the "
+                             "mask must broadcast over the heads and the queries."),
 }
 
 

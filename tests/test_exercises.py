@@ -159,3 +159,26 @@ def test_the_yolo_chapter_s_checkers():
     fc1 = sum(p.numel() for p in yolo.classifier[1].parameters())
     assert fc1 == 7 * 7 * 1024 * 4096 + 4096
     assert exercises.NUMBERS["yolo-fc1-share"].compute() == pytest.approx(100 * fc1 / inspect.count_parameters(yolo))
+
+
+def test_the_transformer_chapter_s_checkers():
+    import math
+
+    import torch.nn.functional as F
+
+    def attention(q, k, v, mask):  # by hand
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return scores.softmax(-1) @ v
+
+    assert exercises.check_function("attention", attention)
+    assert exercises.check_function("attention", lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, m))
+    # the two classic slips: no scaling, and the mask's meaning turned round
+    assert not exercises.check_function("attention", lambda q, k, v, m: (
+        (q @ k.transpose(-2, -1)).masked_fill(~m if m is not None else torch.zeros((), dtype=torch.bool),
+                                              float("-inf")).softmax(-1) @ v))
+    assert not exercises.check_function("attention", lambda q, k, v, m: attention(q, k, v, None if m is None else ~m))
+    assert exercises.check_function("padding-mask", lambda pad: ~pad[:, None, None, :])
+    assert not exercises.check_function("padding-mask", lambda pad: pad[:, None, None, :])  # the convention turned
+    assert not exercises.check_function("padding-mask", lambda pad: ~pad)  # does not broadcast over heads, queries

@@ -24,7 +24,8 @@ def _small_input_shape(model):
     """The model's input shape, at 64x64 for the ImageNet models that accept any size from 63 up
     (the smallest size it takes from 64 up for a segmentation model)."""
     c, h, w = model.input_shape
-    if getattr(model, "task", "") == "detection":  # a fully connected head: its own size only
+    if getattr(model, "task", "") == "detection" or getattr(model, "fixed_size", False):
+        # a fully connected head, or a ViT's position embeddings: its own size only
         return (c, h, w)
     if getattr(model, "task", "") == "segmentation":
         return (c, model.valid_size_near(64), model.valid_size_near(64))

@@ -345,6 +345,7 @@ from .simple_cnn import SimpleCNN, simple_cnn  # noqa: E402
 from .unet import UNet, unet  # noqa: E402
 from .vae import VAE, vae  # noqa: E402
 from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg16_cifar, vgg19, vgg19_bn  # noqa: E402
+from .vit import VisionTransformer, vit, vit_b_16, vit_b_32, vit_l_16  # noqa: E402
 from .yolo import YOLOv1, yolov1  # noqa: E402
 
 __all__ = [
@@ -356,5 +357,6 @@ __all__ = [
     "AlexNet", "alexnet", "GoogLeNet", "googlenet", "LeNet5", "lenet5", "SimpleCNN", "simple_cnn",
     "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "UNet", "unet", "VAE", "vae", "YOLOv1", "yolov1",
+    "VisionTransformer", "vit", "vit_b_16", "vit_b_32", "vit_l_16",
     "VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg16_cifar", "vgg19", "vgg19_bn",
 ]

@@ -1,0 +1,255 @@
+"""Attention and the Transformer's blocks, from scratch (Vaswani et al., 2017, arXiv 1706.03762).
+
+Everything here is written out so that a reader can follow it, and each piece is proven equal to
+PyTorch's own in the tests: ``scaled_dot_product_attention`` to ``F.scaled_dot_product_attention``,
+``MultiheadAttention`` to ``nn.MultiheadAttention`` (same parameter names, so the same state dict),
+``EncoderBlock`` to ``nn.TransformerEncoderLayer`` (pre-norm and post-norm; ``from_torch_layer``
+maps its names). The Vision Transformer (``models.vit``) and the GPT/BERT chapter build on these.
+
+Two mask conventions meet here, and they are opposite:
+
+- ``F.scaled_dot_product_attention`` and this module's ``scaled_dot_product_attention`` take a
+  boolean ``attn_mask`` whose True marks what *takes part* (a query may attend to that key);
+- ``nn.MultiheadAttention`` (and this module's ``MultiheadAttention``) take a boolean
+  ``attn_mask`` and a ``key_padding_mask`` whose True marks what is *ignored*.
+
+A float mask is added to the scores in both (``-inf`` removes a key).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
+                                 dropout_p: float = 0.0, is_causal: bool = False) -> tuple[Tensor, Tensor]:
+    """softmax(Q K^T / sqrt(d_k) + mask) V, with the weights: (output (..., L, E_v), weights (..., L, S)).
+
+    ``query`` (..., L, E), ``key`` (..., S, E), ``value`` (..., S, E_v). A boolean ``attn_mask``
+    (broadcast to (..., L, S)) is True where a query may attend to a key (F.scaled_dot_product_
+    attention's convention); a float one is added to the scores. ``is_causal``: query i sees keys
+    0 .. i only. ``dropout_p`` drops weights after the softmax (in training)."""
+    d = query.shape[-1]
+    scores = query @ key.transpose(-2, -1) / math.sqrt(d)  # (..., L, S): how well each query fits each key
+    if is_causal:
+        scores = scores.masked_fill(~causal_mask(scores.shape[-2], scores.shape[-1], scores.device), float("-inf"))
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask
+    weights = scores.softmax(-1)  # each query's weights over the keys sum to 1
+    if dropout_p:
+        weights = F.dropout(weights, dropout_p)
+    return weights @ value, weights
+
+
+def causal_mask(length: int, keys: int | None = None, device: torch.device | str | None = None) -> Tensor:
+    """(L, S) boolean, True where query i may attend to key j: j <= i (what a language model may see)."""
+    return torch.ones(length, keys or length, dtype=torch.bool, device=device).tril()
+
+
+class MultiheadAttention(nn.Module):
+    """Multi-head attention with ``nn.MultiheadAttention``'s parameters and names (batch first):
+    ``in_proj_weight`` (3E, E) holds W_Q, W_K, W_V one above the other, ``in_proj_bias`` (3E),
+    ``out_proj`` the output projection. Each of the ``num_heads`` heads attends in its own
+    E / num_heads dimensions; their outputs are concatenated and projected.
+
+    ``forward(query, key, value, key_padding_mask, attn_mask)`` returns (output, weights):
+    ``key_padding_mask`` (N, S) and a boolean ``attn_mask`` (L, S) or (N * heads, L, S) mark with
+    True what is *ignored* (nn.MultiheadAttention's convention). The weights, (N, heads, L, S), are
+    returned when ``need_weights`` (averaged over the heads when ``average_attn_weights``, as
+    PyTorch does), and kept in ``last_weights`` when ``keep_weights`` is set (attention maps)."""
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim ({embed_dim}) must be a multiple of num_heads ({num_heads}): each head "
+                             f"gets embed_dim / num_heads dimensions")
+        self.embed_dim, self.num_heads, self.dropout = embed_dim, num_heads, dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim)) if bias else None
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.keep_weights = False
+        self.last_weights: Tensor | None = None
+        nn.init.xavier_uniform_(self.in_proj_weight)  # as nn.MultiheadAttention
+        if bias:
+            nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None,
+                need_weights: bool = False, attn_mask: Tensor | None = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
+        n, length, e = query.shape
+        h = self.num_heads
+        if e != self.embed_dim:
+            raise ValueError(f"the queries have {e} features, this attention {self.embed_dim}")
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None,) * 3
+
+        def heads(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:  # (N, T, E) -> (N, heads, T, E / heads)
+            return F.linear(x, w, b).view(n, x.shape[1], h, e // h).transpose(1, 2)
+
+        q, k, v = heads(query, w_q, b_q), heads(key, w_k, b_k), heads(value, w_v, b_v)
+        allowed = None  # (N, heads or 1, L, S), True where a query may attend to a key
+        if attn_mask is not None:
+            m = ~attn_mask if attn_mask.dtype == torch.bool else attn_mask
+            allowed = m.view(n, h, length, -1) if m.dim() == 3 else m
+        if key_padding_mask is not None:
+            if key_padding_mask.dtype != torch.bool:
+                raise ValueError("key_padding_mask must be boolean: True marks a padding position, to be ignored")
+            keep = ~key_padding_mask[:, None, None, :]  # (N, 1, 1, S)
+            if allowed is None:
+                allowed = keep
+            elif allowed.dtype == torch.bool:
+                allowed = allowed & keep
+            else:
+                allowed = allowed.masked_fill(~keep, float("-inf"))
+        out, weights = scaled_dot_product_attention(q, k, v, allowed, self.dropout if self.training else 0.0,
+                                                    is_causal)
+        out = self.out_proj(out.transpose(1, 2).reshape(n, length, e))  # heads side by side, then projected
+        if self.keep_weights:
+            self.last_weights = weights.detach()
+        if not need_weights:
+            return out, None
+        return out, weights.mean(1) if average_attn_weights else weights
+
+
+class MLPBlock(nn.Sequential):
+    """The position-wise feed-forward network: Linear (d -> d_ff), activation, dropout, Linear (d_ff ->
+    d), dropout; torchvision's names (``mlp.0``, ``mlp.3``)."""
+
+    def __init__(self, dim: int, mlp_dim: int, dropout: float = 0.0, activation: str = "gelu") -> None:
+        act = {"gelu": nn.GELU, "relu": nn.ReLU}[activation]
+        super().__init__(nn.Linear(dim, mlp_dim), act(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim),
+                         nn.Dropout(dropout))
+
+
+class EncoderBlock(nn.Module):
+    """One Transformer encoder layer: self-attention and the feed-forward network, each in a residual
+    branch with a layer norm. ``norm_first=True`` (pre-norm: ViT, GPT-2) normalises the branch's
+    input, x + f(LN(x)); ``False`` (post-norm: the original paper, BERT) the sum, LN(x + f(x)).
+    torchvision's ViT names: ``ln_1``, ``self_attention``, ``ln_2``, ``mlp``."""
+
+    def __init__(self, num_heads: int, hidden_dim: int, mlp_dim: int, dropout: float = 0.0,
+                 attention_dropout: float = 0.0, norm_first: bool = True, activation: str = "gelu",
+                 eps: float = 1e-6) -> None:
+        super().__init__()
+        self.norm_first = norm_first
+        self.ln_1 = nn.LayerNorm(hidden_dim, eps=eps)
+        self.self_attention = MultiheadAttention(hidden_dim, num_heads, dropout=attention_dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.ln_2 = nn.LayerNorm(hidden_dim, eps=eps)
+        self.mlp = MLPBlock(hidden_dim, mlp_dim, dropout, activation)
+
+    def _attend(self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None) -> Tensor:
+        out, _ = self.self_attention(x, x, x, key_padding_mask=key_padding_mask, attn_mask=attn_mask)
+        return self.dropout(out)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
+        if x.dim() != 3:
+            raise ValueError(f"an encoder block takes (N, tokens, {self.ln_1.normalized_shape[0]}); got "
+                             f"{tuple(x.shape)}")
+        if self.norm_first:
+            x = x + self._attend(self.ln_1(x), attn_mask, key_padding_mask)
+            return x + self.mlp(self.ln_2(x))
+        x = self.ln_1(x + self._attend(x, attn_mask, key_padding_mask))
+        return self.ln_2(x + self.mlp(x))
+
+
+# nn.TransformerEncoderLayer's names -> EncoderBlock's (its linear1 and linear2 are the MLP's two layers)
+TORCH_LAYER_NAMES = {"self_attn.": "self_attention.", "linear1.": "mlp.0.", "linear2.": "mlp.3.",
+                     "norm1.": "ln_1.", "norm2.": "ln_2."}
+
+
+def from_torch_layer(layer: nn.TransformerEncoderLayer) -> EncoderBlock:
+    """An ``EncoderBlock`` with the weights and settings of PyTorch's ``nn.TransformerEncoderLayer``
+    (batch first), the names mapped by ``TORCH_LAYER_NAMES``."""
+    if not layer.self_attn.batch_first:
+        raise ValueError("build the nn.TransformerEncoderLayer with batch_first=True, as the book's blocks are")
+    activation = "gelu" if layer.activation in (F.gelu,) or isinstance(layer.activation, nn.GELU) else "relu"
+    block = EncoderBlock(layer.self_attn.num_heads, layer.linear1.in_features, layer.linear1.out_features,
+                         dropout=layer.dropout.p, attention_dropout=layer.self_attn.dropout,
+                         norm_first=layer.norm_first, activation=activation, eps=layer.norm1.eps)
+    state = {}
+    for name, t in layer.state_dict().items():
+        for old, new in TORCH_LAYER_NAMES.items():
+            if name.startswith(old):
+                name = new + name[len(old):]
+                break
+        state[name] = t
+    block.load_state_dict(state, strict=True)
+    return block
+
+
+class DecoderBlock(nn.Module):
+    """One layer of the original Transformer's decoder (post-norm): causal self-attention, attention
+    to the encoder's output (cross-attention), the feed-forward network; each a residual branch
+    followed by a layer norm. ``nn.TransformerDecoderLayer``'s structure."""
+
+    def __init__(self, num_heads: int, hidden_dim: int, mlp_dim: int, dropout: float = 0.0,
+                 activation: str = "relu", eps: float = 1e-5) -> None:
+        super().__init__()
+        self.self_attention = MultiheadAttention(hidden_dim, num_heads, dropout=dropout)
+        self.ln_1 = nn.LayerNorm(hidden_dim, eps=eps)
+        self.cross_attention = MultiheadAttention(hidden_dim, num_heads, dropout=dropout)
+        self.ln_2 = nn.LayerNorm(hidden_dim, eps=eps)
+        self.mlp = MLPBlock(hidden_dim, mlp_dim, dropout, activation)
+        self.ln_3 = nn.LayerNorm(hidden_dim, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, memory: Tensor) -> Tensor:
+        future = ~causal_mask(x.shape[1], device=x.device)  # True: ignored (nn.MultiheadAttention's convention)
+        x = self.ln_1(x + self.dropout(self.self_attention(x, x, x, attn_mask=future)[0]))
+        x = self.ln_2(x + self.dropout(self.cross_attention(x, memory, memory)[0]))
+        return self.ln_3(x + self.mlp(x))
+
+
+def sinusoidal_positions(length: int, dim: int) -> Tensor:
+    """The original paper's position encodings (section 3.5), (length, dim):
+    PE[pos, 2i] = sin(pos / 10000^(2i / dim)), PE[pos, 2i + 1] = cos(pos / 10000^(2i / dim))."""
+    if dim % 2:
+        raise ValueError(f"dim must be even (a sine and a cosine per frequency), got {dim}")
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    freq = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    pe = torch.zeros(length, dim, dtype=torch.float64)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)
+    return pe.float()
+
+
+class Transformer(nn.Module):
+    """The encoder-decoder of "Attention Is All You Need", post-norm, built from this module's blocks:
+    token embeddings scaled by sqrt(d_model) plus sinusoidal positions, ``num_layers`` encoder and
+    decoder layers, a linear layer to the vocabulary. ``shared=True`` ties the source and target
+    embeddings and the output layer into one matrix (the paper's section 3.4, with a shared
+    source-target vocabulary); the output layer then has no bias of its own."""
+
+    def __init__(self, vocab_size: int = 37_000, d_model: int = 512, num_heads: int = 8, d_ff: int = 2048,
+                 num_layers: int = 6, dropout: float = 0.1, shared: bool = True, max_len: int = 512) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.src_embed = nn.Embedding(vocab_size, d_model)
+        self.tgt_embed = self.src_embed if shared else nn.Embedding(vocab_size, d_model)
+        self.register_buffer("positions", sinusoidal_positions(max_len, d_model), persistent=False)
+        self.encoder = nn.Sequential(OrderedDict(
+            (f"layer_{i}", EncoderBlock(num_heads, d_model, d_ff, dropout, dropout, norm_first=False,
+                                        activation="relu", eps=1e-5)) for i in range(num_layers)))
+        self.decoder = nn.ModuleList(DecoderBlock(num_heads, d_model, d_ff, dropout) for _ in range(num_layers))
+        self.generator = nn.Linear(d_model, vocab_size, bias=not shared)
+        if shared:
+            self.generator.weight = self.src_embed.weight
+        self.dropout = nn.Dropout(dropout)
+
+    def embed(self, tokens: Tensor, table: nn.Embedding) -> Tensor:
+        return self.dropout(table(tokens) * math.sqrt(self.d_model) + self.positions[: tokens.shape[1]])
+
+    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
+        memory = self.encoder(self.embed(src, self.src_embed))
+        x = self.embed(tgt, self.tgt_embed)
+        for layer in self.decoder:
+            x = layer(x, memory)
+        return self.generator(x)  # (N, T, vocab): the next token's logits at every target position

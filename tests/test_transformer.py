@@ -82,6 +82,19 @@ def test_multi_head_attention_equals_nn_multiheadattention_with_the_same_weights
         b, wb = ref(x, mem, mem, need_weights=True, **kw)
         assert torch.allclose(a, b, atol=1e-6), kw
         assert torch.allclose(wa, wb, atol=1e-6), kw
+        # in training, without weights asked for, the fused kernel runs: the same output, no weights
+        fast, none = ours.train()(x, mem, mem, **kw)
+        ours.eval()
+        assert none is None and torch.allclose(fast, a, atol=1e-6), kw
+    fast, _ = ours.train()(x, x, x, is_causal=True, attn_mask=~causal_mask(5))
+    assert torch.allclose(fast, ours.eval()(x, x, x, is_causal=True, need_weights=True)[0], atol=1e-6)
+    # the FLOP counter sees the attention's two products in eval mode (the summaries' figures)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        ours(x, x, x)
+    projections = 2 * (4 * 2 * 5 * 16 * 16)  # Q, K, V and the output, 2 FLOPs a multiply-add
+    assert counter.get_total_flops() == projections + 2 * (2 * 2 * 5 * 5 * 16)
     assert (ours(x, mem, mem, key_padding_mask=pad, need_weights=True)[1][1, :, 4:] == 0).all()
     with pytest.raises(ValueError, match="must be a multiple of num_heads"):
         MultiheadAttention(10, 4)

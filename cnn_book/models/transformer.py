@@ -109,8 +109,17 @@ class MultiheadAttention(nn.Module):
                 allowed = allowed & keep
             else:
                 allowed = allowed.masked_fill(~keep, float("-inf"))
-        out, weights = scaled_dot_product_attention(q, k, v, allowed, self.dropout if self.training else 0.0,
-                                                    is_causal)
+        p = self.dropout if self.training else 0.0
+        if need_weights or self.keep_weights or not self.training:
+            # the book's attention, which returns its weights (and whose FLOPs torch's counter sees)
+            out, weights = scaled_dot_product_attention(q, k, v, allowed, p, is_causal)
+        else:  # training: PyTorch's fused kernel, the same result (tested), faster, no (L, S) weights kept
+            if is_causal and allowed is not None:
+                causal = causal_mask(length, k.shape[-2], q.device)
+                allowed = (allowed & causal if allowed.dtype == torch.bool
+                           else allowed.masked_fill(~causal, float("-inf")))
+                is_causal = False
+            out, weights = F.scaled_dot_product_attention(q, k, v, allowed, p, is_causal), None
         out = self.out_proj(out.transpose(1, 2).reshape(n, length, e))  # heads side by side, then projected
         if self.keep_weights:
             self.last_weights = weights.detach()

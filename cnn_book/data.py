@@ -898,3 +898,9 @@ if __name__ == "__main__":  # `python -m cnn_book.data`: fetch and verify once (
 
     for path in place_offline_weights():
         print(f"Published weights ready, verified, in torch's cache: {path}")
+    from .text import kjv_verses  # the King James Bible, for chapters 14 and 15
+
+    try:
+        print(f"The King James Bible ready: {len(kjv_verses()):,} verses")
+    except DataError as e:
+        print(f"The King James Bible is not ready (chapters 14 and 15 need it): {e}")

@@ -169,7 +169,8 @@ def diagram(model: nn.Module, input_shape: tuple[int, ...] | None = None, depth:
     shape = _default_shape(model, input_shape)
     was_training = model.training
     try:
-        graph = draw_graph(model, input_data=torch.zeros(1, *shape), depth=depth, hide_inner_tensors=True,
+        x = torch.zeros(1, *shape, dtype=getattr(model, "input_dtype", torch.float32))  # pixels or token ids
+        graph = draw_graph(model, input_data=x, depth=depth, hide_inner_tensors=True,
                            hide_module_functions=True, roll=False, expand_nested=False, device="cpu",
                            mode="eval")
     except Exception as e:  # torchview wraps the model's own error; say which model and input failed

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .inspect import count_parameters
@@ -153,6 +154,24 @@ def _yolo_fc1_share() -> float:
     return 100 * sum(p.numel() for p in fc1.parameters()) / sum(p.numel() for p in model.parameters())
 
 
+def _meta_count(name: str, part: str | None = None) -> int:
+    """Parameters of ``get_model(name)`` (or of its attribute ``part``), counted on the meta device."""
+    from .models import get_model
+
+    with torch.device("meta"):
+        model = get_model(name)
+    model = getattr(model, part) if part else model
+    return sum(p.numel() for p in model.parameters())
+
+
+def _bert_base_params() -> int:
+    """BERT-base as transformers' ``BertModel`` counts it: the encoder and its pooler."""
+    from .models.bert import BertModel
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in BertModel().parameters())
+
+
 NUMBERS: dict[str, Number] = {
     "vgg16-rf": Number("the receptive field of a unit of VGG-16's last pool, in pixels", _vgg16_pool5_rf,
                        "Hint: r grows by (k - 1) times the product of the strides before the layer; a 2x2 "
@@ -185,6 +204,16 @@ NUMBERS: dict[str, Number] = {
                              "connected layer", _yolo_fc1_share,
                              "Hint: it maps the flattened 7 x 7 x 1024 features to 4,096 units, with biases; the "
                              "whole network has 271,703,550 parameters.", rel_tol=0.01, unit=" %"),
+    "gpt2-params": Number("the number of parameters of GPT-2 small (12 layers, width 768, 1,024 positions, 50,257 "
+                          "tokens; the output layer is the token embedding)", lambda: _meta_count("gpt2"),
+                          "Hint: per block two layer norms (2 x 2 x 768), attention (768 x 2,304 + 2,304 for Q, K, "
+                          "V; 768 x 768 + 768 out), MLP (768 x 3,072 + 3,072 and 3,072 x 768 + 768); then the "
+                          "two embeddings and the final layer norm."),
+    "bert-base-params": Number("the number of parameters of BERT-base with its pooler (30,522 tokens, 512 "
+                               "positions, 2 segments, 12 layers of width 768, MLP 3,072)", _bert_base_params,
+                               "Hint: the three embeddings and their layer norm; per layer Q, K, V and the output "
+                               "projection (4 x (768 x 768 + 768)), two layer norms, the MLP; then the pooler, a "
+                               "768 x 768 layer with biases."),
 }
 
 
@@ -374,6 +403,44 @@ def _cases_padding_masks(rng: random.Random):
         yield (torch.tensor([[j >= t for j in range(s)] for t in lengths], dtype=torch.bool),)
 
 
+def _causal(t: int) -> torch.Tensor:
+    from .models.transformer import causal_mask
+
+    return causal_mask(t)
+
+
+def _cases_causal(rng: random.Random):
+    return [(t,) for t in (1, 2, 3, 5, 8, rng.randint(9, 20))]
+
+
+def _next_token_probs(logits: torch.Tensor, temperature: float, k: int) -> torch.Tensor:
+    scaled = logits / temperature
+    kth = scaled.topk(min(k, scaled.shape[-1]), dim=-1).values[..., -1:]
+    return scaled.masked_fill(scaled < kth, float("-inf")).softmax(-1)
+
+
+def _cases_sampling(rng: random.Random):
+    g = torch.Generator().manual_seed(rng.randrange(10**6))
+    for _ in range(10):
+        n, v = rng.randint(1, 3), rng.randint(2, 12)
+        yield (torch.randn(n, v, generator=g, dtype=torch.float64) * 3, rng.choice([0.5, 1.0, 2.0]),
+               rng.randint(1, v))
+
+
+def _mlm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+
+def _cases_mlm(rng: random.Random):
+    g = torch.Generator().manual_seed(rng.randrange(10**6))
+    for _ in range(10):
+        n, t, v = rng.randint(1, 3), rng.randint(3, 10), rng.randint(3, 20)
+        targets = torch.randint(0, v, (n, t), generator=g)
+        ignored = torch.rand(n, t, generator=g) > 0.3
+        ignored.view(-1)[rng.randrange(n * t)] = False  # at least one masked position
+        yield torch.randn(n, t, v, generator=g, dtype=torch.float64), targets.masked_fill(ignored, -100)
+
+
 @dataclass(frozen=True)
 class Function:
     what: str
@@ -428,12 +495,28 @@ FUNCTIONS: dict[str, Function] = {
                              _padding_to_sdpa, _cases_padding_masks,
                              "Hint: the two conventions are opposite (True ignored, True takes part), and the "
                              "mask must broadcast over the heads and the queries."),
+    "causal-mask": Function("causal_mask(t): the (t, t) boolean mask, True where position i may look at position "
+                            "j (F.scaled_dot_product_attention's convention)", _causal, _cases_causal,
+                            "Hint: position i sees itself and every earlier position: the lower triangle, "
+                            "diagonal included (torch.tril)."),
+    "next-token-probs": Function("next_token_probs(logits, temperature, k): the distribution sampling draws the "
+                                 "next token from, after the temperature and top-k", _next_token_probs,
+                                 _cases_sampling,
+                                 "Hint: divide by the temperature first; keep the k largest scores of each row "
+                                 "(ties with the k-th included), set the others to -inf, then softmax."),
+    "mlm-loss": Function("mlm_loss(logits, targets): the mean cross-entropy over the masked positions only "
+                         "(targets -100 elsewhere)", _mlm_loss, _cases_mlm,
+                         "Hint: average over the positions whose target is not -100, not over all N x T; "
+                         "F.cross_entropy takes (N*T, V) scores and has an ignore_index."),
 }
 
 
 def _same(a, b) -> bool:
     if isinstance(b, tuple):  # a function that returns several values
         return isinstance(a, (tuple, list)) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(b, torch.Tensor) and b.dtype == torch.bool:  # a mask: every entry must match
+        a = torch.as_tensor(a)
+        return a.shape == b.shape and a.dtype == torch.bool and torch.equal(a, b)
     if isinstance(b, torch.Tensor):
         a = torch.as_tensor(a, dtype=b.dtype)
         return a.shape == b.shape and torch.allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True)

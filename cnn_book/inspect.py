@@ -74,7 +74,8 @@ class ModelSummary:
         rule = "-" * len(line(head))
         shape = "x".join(str(d) for d in self.input_shape)
         return "\n".join([
-            f"{self.model} on a {shape} input", rule, line(head), rule, *map(line, body), rule,
+            f"{self.model} on {shape} tokens" if len(self.input_shape) == 1 else f"{self.model} on a {shape} input",
+            rule, line(head), rule, *map(line, body), rule,
             f"Total parameters:     {self.total_params:,}",
             f"Trainable parameters: {self.trainable_params:,}",
             f"Forward FLOPs:        {self.total_flops:,} ({_si(self.total_flops)}; "
@@ -182,10 +183,12 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, depth:
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    x = torch.zeros(1, *shape, device=device)
+    dtype = getattr(model, "input_dtype", torch.float32)  # token ids for a language model
+    x = torch.zeros(1, *shape, device=device, dtype=dtype)
     try:
         try:
-            stats = torchinfo.summary(model, input_size=(1, *shape), depth=depth, verbose=0, device=device)
+            stats = torchinfo.summary(model, input_size=(1, *shape), depth=depth, verbose=0, device=device,
+                                      dtypes=[dtype])
         except RuntimeError:  # torchinfo hides the model's own error ("Failed to run torchinfo"): show that one
             with torch.no_grad():
                 model(x)
@@ -242,7 +245,11 @@ def latency(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_
     (memory traffic, kernel launches and poorly vectorised layers such as depthwise convolutions
     cost time that FLOPs do not count). CUDA work is synchronised before each clock reading."""
     device = torch.device(device)
-    x = torch.randn(batch_size, *_default_shape(model, input_shape), device=device)
+    shape = _default_shape(model, input_shape)
+    if getattr(model, "input_dtype", None) == torch.long:  # token ids
+        x = torch.randint(0, model.vocab_size, (batch_size, *shape), device=device)
+    else:
+        x = torch.randn(batch_size, *shape, device=device)
     was_training = model.training
     model.eval().to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

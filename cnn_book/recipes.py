@@ -27,7 +27,13 @@ DATASETS = {
     "fashion_mnist_binary": ((1, 28, 28), 10, 60_000, "generative"),  # data.binarize(fashion_mnist)
     "fashion_mnist_detection": ((1, 112, 112), 10, 10_000, "detection"),  # canvases of items, built from it
     "neon_trees": ((3, 112, 112), 1, 1_720, "detection"),  # data.neon_trees(): tiles of aerial photos, tree crowns
+    # text (cnn_book.text): (sequence length,), vocabulary or classes, training sequences, task
+    "kjv_chars": ((64,), 63, 58_067, "language_model"),  # the King James Bible's characters, windows of 64
+    "kjv_masked": ((64,), 4096, 14_249, "language_model"),  # WordPiece blocks of 64, masked (BERT's rule)
+    "kjv_sections": ((64,), 6, 27_961, "classification"),  # a verse (WordPiece, padded) -> its part of the canon
 }
+# Text sets: the sequence length comes from the model's options (GPT's block_size, BERT's max_len).
+TEXT = {"kjv_chars", "kjv_masked", "kjv_sections"}
 
 
 def _imagenet_view(data, recipe):
@@ -82,9 +88,12 @@ class Recipe:
     schedule: str = "one-cycle"  # or "constant"
     init: str | None = None  # None: PyTorch's default; "xavier_uniform" for conv and linear weights (d2l's)
     lr_scale: dict | None = None  # other rates by layer-name prefix, {"features": 0.1} (fine-tuning)
+    grad_clip: float | None = None  # the gradients' global norm clipped to this (the Transformers' custom)
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
+        if self.data in TEXT:  # (T,): token ids
+            return (self.options.get("block_size") or self.options.get("max_len") or DATASETS[self.data][0][0],)
         c, h, w = DATASETS[self.data][0]
         return (c, self.size, self.size) if self.size else (c, h + 2 * self.pad, w + 2 * self.pad)
 
@@ -102,7 +111,7 @@ class Recipe:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "optimizer": self.optimizer, "lr": self.lr,
                 "weight_decay": self.weight_decay, "augment": self.augment, "loss": self.loss,
                 "log_every": self.log_every, "momentum": self.momentum, "schedule": self.schedule,
-                "lr_scale": self.lr_scale}
+                "lr_scale": self.lr_scale, "grad_clip": self.grad_clip}
 
     def build(self, **options) -> nn.Module:
         """The model, with the recipe's options (``options`` override them: a chapter's sweeps)."""
@@ -130,9 +139,10 @@ class Recipe:
 
     def __str__(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options.items() if k not in ("num_classes", "in_channels"))
-        c, h, w = self.input_shape
-        subset = f" (first {self.train_images:,} training images)" if self.train_images else ""
-        return (f"{self.model}({opts}) at {c}x{h}x{w}{subset}: {self.epochs} epochs, batch {self.batch_size}, "
+        shape = "x".join(map(str, self.input_shape)) + (" tokens" if self.data in TEXT else "")
+        unit = "sequences" if self.data in TEXT else "images"
+        subset = f" (first {self.train_images:,} training {unit})" if self.train_images else ""
+        return (f"{self.model}({opts}) at {shape}{subset}: {self.epochs} epochs, batch {self.batch_size}, "
                 f"{'plain sgd' if self.optimizer == 'sgd' and not self.momentum else self.optimizer} lr {self.lr:g}"
                 f"{' constant' if self.schedule == 'constant' else ''} wd {self.weight_decay:g}"
                 f"{', augmented' if self.augment else ''}{f', {self.init} init' if self.init else ''}"
@@ -218,6 +228,31 @@ RECIPES: dict[str, dict[str, Recipe]] = {
     # (701 k parameters), which the chapter compares it with; on a GPU it trains for 50.
     "vit": _gpu(Recipe("vit", {"num_classes": 10, "in_channels": 1}, epochs=2, lr=1e-3, weight_decay=0.05),
                 epochs=50, batch_size=256),
+    # 14: GPT on the King James Bible's characters. The CPU recipe is nanoGPT's (4 layers, 4 heads, width 128,
+    # 64 characters of context, no dropout), one pass over the training text; the GPU one nanoGPT's
+    # shakespeare_char (6 layers, 6 heads, width 384, 256 characters, dropout 0.2). AdamW with GPT's weight
+    # decay 0.1 (nanoGPT decays only the matrices; here all parameters, fit's one rule), gradients clipped at 1.
+    "gpt_char": _gpu(Recipe("gpt2", {"vocab_size": 63, "block_size": 64, "num_layers": 4, "num_heads": 4,
+                                     "hidden_dim": 128}, data="kjv_chars", epochs=1, batch_size=32, lr=1e-3,
+                            weight_decay=0.1, augment=False, log_every=50, grad_clip=1.0),
+                     options={"block_size": 256, "num_layers": 6, "num_heads": 6, "hidden_dim": 384, "dropout": 0.2},
+                     epochs=10, batch_size=64),
+    # 15: a small BERT pre-trained on WordPiece blocks of the same text (masked tokens only), then fine-tuned
+    # to tell which part of the canon a verse is from; the GPU model is wider and deeper, and trains longer.
+    "bert_mlm": _gpu(Recipe("bert", {"vocab_size": 4096, "hidden_dim": 128, "num_layers": 4, "num_heads": 4,
+                                     "mlp_dim": 512, "max_len": 64}, data="kjv_masked", epochs=2, batch_size=64,
+                            lr=1e-3, weight_decay=0.01, augment=False, grad_clip=1.0),
+                     options={"hidden_dim": 256, "num_layers": 6, "num_heads": 8, "mlp_dim": 1024}, epochs=40,
+                     batch_size=256),
+    "bert_finetune": _gpu(Recipe("bert_classifier", {"num_classes": 6, "vocab_size": 4096, "hidden_dim": 128,
+                                                     "num_layers": 4, "num_heads": 4, "mlp_dim": 512, "max_len": 64},
+                                 data="kjv_sections", epochs=1, batch_size=64, lr=2e-4, weight_decay=0.01,
+                                 augment=False, grad_clip=1.0),
+                          options={"hidden_dim": 256, "num_layers": 6, "num_heads": 8, "mlp_dim": 1024}, epochs=3,
+                          batch_size=128),
+    "bag_of_words": _gpu(Recipe("bag_of_words", {"num_classes": 6, "vocab_size": 4096, "max_len": 64},
+                                data="kjv_sections", epochs=5, batch_size=64, lr=1e-2, weight_decay=0.0,
+                                augment=False)),  # the baseline: the same on both
 }
 
 
@@ -242,6 +277,8 @@ def one_step(recipe: Recipe, batch_size: int = 2, device: torch.device | str = "
     model = recipe.build().to(device).train()
     task = get_task(recipe.task, loss=recipe.loss)
     x, y = task.random_batch(batch_size, recipe.input_shape, DATASETS[recipe.data][1], device)
+    if getattr(model, "input_dtype", None) == torch.long:  # token ids, not pixels
+        x = torch.randint(0, model.vocab_size, (batch_size, *recipe.input_shape), device=device)
     loss, _ = task.loss(model, model(x), y)
     loss.backward()
     return loss.item()
@@ -258,6 +295,7 @@ def train_flops(recipe: Recipe) -> int:
 
     torch.manual_seed(0)
     model = recipe.build().train()
+    x = torch.zeros(2, *recipe.input_shape, dtype=getattr(model, "input_dtype", torch.float32))
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.randn(2, *recipe.input_shape))
+        model(x)
     return 3 * counter.get_total_flops() // 2 * recipe.images_per_epoch

@@ -54,12 +54,14 @@ def record(key: str, chapter: str, history: History, summary: ModelSummary) -> P
         "input": "x".join(map(str, summary.input_shape)), "params": summary.total_params,
         "flops": summary.total_flops, "test_acc": _finite(history.final_test_acc), "epochs": len(history.epochs),
         "train_seconds": round(history.train_seconds, 1), "wall_seconds": round(history.wall_seconds, 1),
-        "images_per_s": round(history.images_per_s), "device": history.device,
+        "images_per_s": round(history.images_per_s), "device": history.device, "task": history.task,
     }
     if history.curves.get("test_miou"):  # segmentation: test_acc is pixel accuracy; the mean IoU is kept too
         row["test_miou"] = _finite(history.curves["test_miou"][-1])
     if history.task == "generative":  # no accuracy: the test negative ELBO, nats per image, is the figure
         row["test_nelbo"] = _finite(history.curves["test_loss"][-1])
+    if history.task == "language_model":  # test_acc is the share of tokens predicted right; bits per token too
+        row["test_bits"] = _finite(history.curves["test_bits"][-1])
     if history.task == "detection":  # no accuracy: the test mAP@0.5 (VOC's IoU) and COCO's mAP@[.5:.95]
         row["test_map50"] = _finite(history.curves["test_map50"][-1])
         row["test_map"] = _finite(history.curves["test_map"][-1])

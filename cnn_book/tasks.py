@@ -17,6 +17,7 @@ class. A new kind of chapter registers its task with ``@register_task`` and leav
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -383,6 +384,64 @@ class Detection(Task):
 
     def summary_line(self, test):
         return f"test mAP@0.5 {test['map50']:.3f} | COCO mAP@[.5:.95] {test['map']:.3f}"
+
+
+@register_task
+class LanguageModel(Task):
+    """A token to predict at every position: logits (N, T, vocab) against targets (N, T), where -100
+    marks a position without a target (``text.IGNORE``: the unmasked tokens of BERT's inputs, so
+    that the loss counts masked positions only). The same task serves GPT (every position predicts
+    the next token) and BERT (the masked positions predict what was there): what differs is the
+    data. Cross-entropy in nats per predicted token; on held-out data also bits per token
+    (cross-entropy / ln 2, per character for a character model) and the share predicted right."""
+
+    name = "language_model"
+    losses = ("cross_entropy",)
+    eval_batch_size = 256
+
+    def loss(self, model, output, y):
+        ce = F.cross_entropy(output.flatten(0, 1).float(), y.flatten(), ignore_index=-100,
+                             label_smoothing=self.label_smoothing)
+        return ce, {"cross_entropy": ce}
+
+    def score(self, output, y):
+        counted = y != -100
+        sums = {"correct": ((output.argmax(-1) == y) & counted).sum(), "count": counted.sum()}
+        if not output.requires_grad:  # held-out data: the exact loss per token, for bits per token
+            sums["nll"] = F.cross_entropy(output.flatten(0, 1).float(), y.flatten(), ignore_index=-100,
+                                          reduction="sum")
+        return sums
+
+    def metrics(self, sums):
+        count = max(int(sums["count"]), 1)
+        out = {"acc": int(sums["correct"]) / count}
+        if "nll" in sums:
+            out["bits"] = float(sums["nll"]) / count / math.log(2)
+        return out
+
+    def check(self, output, y, data):
+        if not isinstance(output, Tensor) or output.dim() != 3:
+            got = getattr(output, "shape", type(output).__name__)
+            raise ValueError(f"{data.name} is for a language model, whose output scores every token of the "
+                             f"vocabulary at every position, (N, T, vocab), as get_model('gpt2') and "
+                             f"get_model('bert') return; this model returns {tuple(got) if got else got}")
+        if output.shape[:2] != y.shape:
+            raise ValueError(f"the model scores {tuple(output.shape[:2])} positions but {data.name}'s targets are "
+                             f"{tuple(y.shape)}")
+        if output.shape[-1] != data.vocab_size:
+            raise ValueError(f"the model scores {output.shape[-1]} tokens but {data.name}'s vocabulary has "
+                             f"{data.vocab_size}: build the model with vocab_size={data.vocab_size}")
+
+    def random_batch(self, n, input_shape, classes, device="cpu"):
+        ids = torch.randint(0, classes, (n, *input_shape), device=device)
+        return ids, ids.roll(-1, dims=1)  # classes: the vocabulary's size
+
+    def epoch_line(self, train, test):
+        return f"test loss {test['loss']:.3f} ({test['bits']:.3f} bits/token)  test acc {test['acc']:.1%}"
+
+    def summary_line(self, test):
+        return (f"test loss {test['loss']:.3f} nats/token = {test['bits']:.3f} bits/token | "
+                f"test token accuracy {test['acc']:.2%}")
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:

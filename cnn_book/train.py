@@ -160,7 +160,15 @@ def _channels_last(device: torch.device) -> bool:
 
 
 def _to_model_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if _channels_last(device) else x
+    """Images (N, C, H, W) in channels_last on CUDA and CPU; anything else (token ids) as it is."""
+    return x.contiguous(memory_format=torch.channels_last) if _channels_last(device) and x.dim() == 4 else x
+
+
+def describe_data(data, n_train: int, n_test: int) -> str:
+    """'60,000 train / 10,000 test images, 1x28x28' (or the data's own ``describe``: token sequences)."""
+    if hasattr(data, "describe"):
+        return data.describe(n_train, n_test)
+    return f"{n_train:,} train / {n_test:,} test images, {'x'.join(map(str, data.input_shape))}"
 
 
 def _count(data: ImageData, split: str, limit: int | None) -> int:
@@ -346,7 +354,10 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
     data = data if data.device == device else data.to(device)
     prec = precision_for(device, prefer=precision)
     quick = quick_mode()
-    train_limit, test_limit = (QUICK_TRAIN_IMAGES, QUICK_TEST_IMAGES) if quick else (None, None)
+    # quick mode: a few thousand images, or fewer of the data's larger items (a text sequence holds T tokens)
+    quick_train = min(QUICK_TRAIN_IMAGES, getattr(data, "quick_limit", QUICK_TRAIN_IMAGES))
+    quick_test = min(QUICK_TEST_IMAGES, getattr(data, "quick_limit", QUICK_TEST_IMAGES))
+    train_limit, test_limit = (quick_train, quick_test) if quick else (None, None)
     epochs = min(epochs, QUICK_EPOCHS) if quick and isinstance(epochs, int) else epochs
     model.to(device, memory_format=torch.channels_last if _channels_last(device) else torch.preserve_format)
     check_setup(model, data, task, epochs=epochs, batch_size=batch_size, lr=lr, precision=prec)
@@ -369,11 +380,11 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
     name = getattr(model, "name", None) or type(model).__name__
     hist = History(model=name, task=task.name, device=describe_device(device), precision=prec.name,
                    quick=quick, input_shape=tuple(data.input_shape))
+    unit = getattr(data, "unit", "images")
     if quick:
-        print(f"QUICK MODE (CNN_BOOK_QUICK=1): {epochs} epoch(s) on {n_train:,} training images, "
+        print(f"QUICK MODE (CNN_BOOK_QUICK=1): {epochs} epoch(s) on {n_train:,} training {unit}, "
               f"tested on {n_test:,}. A smoke test, not the chapter's result.")
-    c, h, w = data.input_shape
-    print(f"Training {name} on {data.name} ({n_train:,} train / {n_test:,} test images, {c}x{h}x{w}) "
+    print(f"Training {name} on {data.name} ({describe_data(data, n_train, n_test)}) "
           f"for {epochs} epochs on {hist.device} in {prec.name}: batch {batch_size}, "
           f"{optimizer if optimizer != 'sgd' or momentum else 'plain sgd'} lr {lr:g} {schedule}"
           f"{', augmented' if augment else ''}")
@@ -419,6 +430,8 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
         print(f"epoch {epoch:2d}/{epochs}  loss {train['loss']:.3f}  {task.epoch_line(train, test)}"
               f"  ({hist.epoch_seconds[-1]:.1f} s)")
     hist.wall_seconds = time.perf_counter() - start
+    tokens = f" ({hist.images_per_s * data.input_shape[0]:,.0f} tokens/s)" if unit == "sequences" else ""
     print(f"Done: device {hist.device} | precision {prec.name} | wall time {hist.wall_seconds:.1f} s | "
-          f"{hist.images_per_s:,.0f} train images/s | {task.summary_line(test)}{' (quick mode)' if quick else ''}")
+          f"{hist.images_per_s:,.0f} train {unit}/s{tokens} | {task.summary_line(test)}"
+          f"{' (quick mode)' if quick else ''}")
     return hist

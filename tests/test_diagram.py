@@ -13,6 +13,11 @@ from cnn_book.diagram import describe
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="the graphviz program (apt install graphviz)")
 
 
+def _zeros(model, shape):
+    """One input of ``shape``: pixels, or token ids for a language model."""
+    return torch.zeros(1, *shape, dtype=getattr(model, "input_dtype", torch.float32))
+
+
 def _called_leaves(model, shape):
     """The dotted names of the leaf modules a forward pass calls."""
     called, hooks = set(), []
@@ -20,7 +25,7 @@ def _called_leaves(model, shape):
         if not list(m.children()):
             hooks.append(m.register_forward_hook(lambda *_, n=name: called.add(n)))
     with torch.no_grad():
-        model.eval()(torch.zeros(1, *shape))
+        model.eval()(_zeros(model, shape))
     for h in hooks:
         h.remove()
     return called
@@ -46,7 +51,7 @@ def test_every_registered_model_is_drawn_with_every_layer_it_calls(name):
     # is on a path from one to the other
     ios = [k for k, b in d.boxes.items() if b.kind == "io"]
     with torch.no_grad():
-        out = model.eval()(torch.zeros(1, *shape))
+        out = model.eval()(_zeros(model, shape))
     assert len(ios) == 1 + (len(out) if isinstance(out, tuple) else 1)
     assert {k for a, b in d.edges for k in (a, b)} == set(d.boxes)
 

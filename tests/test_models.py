@@ -41,7 +41,11 @@ def _output_shape(model, n, classes, h, w):
     return (n, classes)
 
 
-@pytest.mark.parametrize("name", list_models())
+IMAGE_MODELS = [n for n in list_models() if getattr(get_model(n), "input_dtype", torch.float32) != torch.long]
+TOKEN_MODELS = sorted(set(list_models()) - set(IMAGE_MODELS))  # gpt2, bert, ...: tests/test_language_models.py
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_every_model_takes_num_classes_and_in_channels(name):
     if getattr(get_model(name), "task", "") == "generative":
         pytest.skip("a generative model has no classes: tests/test_vae.py tests its channels and shapes")
@@ -59,7 +63,7 @@ def test_every_model_takes_num_classes_and_in_channels(name):
         assert model(torch.randn(2, c, h, w)).shape == _output_shape(model, 2, 7, h, w)  # at inference: one tensor
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_every_model_rejects_a_wrong_input_with_the_expected_shape(name):
     model = get_model(name)
     if getattr(model, "task", "") == "segmentation":
@@ -137,3 +141,15 @@ def test_residual_block_adds_the_shortcut_and_the_plain_block_does_not():
         "layer2.0.downsample", "layer3.0.downsample"]
     with pytest.raises(ValueError, match="6n \\+ 2 layers"):
         get_model("resnet_cifar", depth=18)
+
+
+@pytest.mark.parametrize("name", TOKEN_MODELS)
+def test_every_language_model_reads_token_ids_and_refuses_pixels(name):
+    model = get_model(name).eval()
+    (t,) = model.input_shape
+    with torch.no_grad():
+        out = model(torch.randint(1, 100, (2, min(t, 16))))
+    assert out.shape[0] == 2 and out.is_floating_point()
+    if name != "bag_of_words":  # an EmbeddingBag refuses floats itself, with torch's message
+        with pytest.raises(ValueError, match=r"takes token ids of shape \(N, T\), integers"):
+            model(torch.randn(2, 16))

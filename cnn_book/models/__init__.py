@@ -1,6 +1,8 @@
 """The book's models, by name: ``get_model("lenet5", num_classes=10)``, ``list_models()``.
 
-Every builder takes ``in_channels``, and every model has an ``input_shape`` (C, H, W) it expects.
+Every image model's builder takes ``in_channels``, and every model has an ``input_shape`` (C, H, W) it
+expects. The language models (``gpt2``, ``bert``, ``bert_classifier``, ``bag_of_words``) read token
+ids instead: their ``input_shape`` is (T,), a sequence length, and their ``input_dtype`` is long.
 A classifier's or a segmenter's builder takes ``num_classes`` too, and the model has ``features``
 (the convolutional part) and a head (``classifier``); a detector (``yolov1``, whose ``task`` is
 "detection") has them too and returns an S x S x (5B + C) grid per image; a generative model
@@ -118,7 +120,8 @@ def _dry_run(name: str, model: nn.Module, options: dict) -> None:
     training = model.training
     model.eval()
     try:
-        torch.func.functional_call(model, state, (torch.zeros(1, *shape, device="meta"),))
+        x = torch.zeros(1, *shape, device="meta", dtype=getattr(model, "input_dtype", torch.float32))
+        torch.func.functional_call(model, state, (x,))
     except (RuntimeError, ValueError) as err:
         opts = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "the defaults"
         first = str(err).strip().splitlines()[0].rstrip(".")
@@ -326,6 +329,15 @@ def classify(model: nn.Module, image, top: int = 5) -> list[tuple[float, str]]:
 
 # Importing the family files registers their builders.
 from .alexnet import AlexNet, alexnet  # noqa: E402
+from .bert import (  # noqa: E402,E501
+    BagOfWords,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    BertModel,
+    bag_of_words,
+    bert,
+    bert_classifier,
+)
 from .efficientnet import (  # noqa: E402
     EfficientNet,
     efficientnet_b0,
@@ -338,6 +350,7 @@ from .efficientnet import (  # noqa: E402
     efficientnet_b7,
 )
 from .googlenet import GoogLeNet, googlenet  # noqa: E402
+from .gpt import GPT, gpt2  # noqa: E402
 from .lenet import LeNet5, lenet5  # noqa: E402
 from .mobilenet import MobileNetV1, MobileNetV2, mobilenet_v1, mobilenet_v2  # noqa: E402
 from .resnet import ResNet, resnet18, resnet34, resnet50, resnet101, resnet152  # noqa: E402
@@ -358,5 +371,7 @@ __all__ = [
     "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "UNet", "unet", "VAE", "vae", "YOLOv1", "yolov1",
     "VisionTransformer", "vit", "vit_b_16", "vit_b_32", "vit_l_16",
+    "GPT", "gpt2", "BertModel", "BertForMaskedLM", "BertForSequenceClassification", "BagOfWords", "bert",
+    "bert_classifier", "bag_of_words",
     "VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg16_cifar", "vgg19", "vgg19_bn",
 ]

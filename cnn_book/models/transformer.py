@@ -133,8 +133,9 @@ class MLPBlock(nn.Sequential):
     d), dropout; torchvision's names (``mlp.0``, ``mlp.3``)."""
 
     def __init__(self, dim: int, mlp_dim: int, dropout: float = 0.0, activation: str = "gelu") -> None:
-        act = {"gelu": nn.GELU, "relu": nn.ReLU}[activation]
-        super().__init__(nn.Linear(dim, mlp_dim), act(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim),
+        # "gelu_tanh": GELU's tanh approximation, which GPT-2 used ("gelu_new" in transformers)
+        act = {"gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"), "relu": nn.ReLU()}[activation]
+        super().__init__(nn.Linear(dim, mlp_dim), act, nn.Dropout(dropout), nn.Linear(mlp_dim, dim),
                          nn.Dropout(dropout))
 
 
@@ -155,18 +156,23 @@ class EncoderBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(hidden_dim, eps=eps)
         self.mlp = MLPBlock(hidden_dim, mlp_dim, dropout, activation)
 
-    def _attend(self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None) -> Tensor:
-        out, _ = self.self_attention(x, x, x, key_padding_mask=key_padding_mask, attn_mask=attn_mask)
+    def _attend(self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None,
+                is_causal: bool) -> Tensor:
+        out, _ = self.self_attention(x, x, x, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+                                     is_causal=is_causal)
         return self.dropout(out)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, key_padding_mask: Tensor | None = None,
+                is_causal: bool = False) -> Tensor:
+        """``is_causal``: token i attends to tokens 0 .. i only (GPT); the masks as in
+        ``MultiheadAttention`` (True marks what is ignored)."""
         if x.dim() != 3:
             raise ValueError(f"an encoder block takes (N, tokens, {self.ln_1.normalized_shape[0]}); got "
                              f"{tuple(x.shape)}")
         if self.norm_first:
-            x = x + self._attend(self.ln_1(x), attn_mask, key_padding_mask)
+            x = x + self._attend(self.ln_1(x), attn_mask, key_padding_mask, is_causal)
             return x + self.mlp(self.ln_2(x))
-        x = self.ln_1(x + self._attend(x, attn_mask, key_padding_mask))
+        x = self.ln_1(x + self._attend(x, attn_mask, key_padding_mask, is_causal))
         return self.ln_2(x + self.mlp(x))
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from . import register_model
-from .transformer import EncoderBlock
+from .transformer import EncoderBlock, attention_maps
 
 
 class Embeddings(nn.Module):
@@ -165,7 +165,8 @@ class BertForMaskedLM(nn.Module):
     @torch.no_grad()
     def attention_maps(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> list[Tensor]:
         """Every layer's attention weights, each (N, heads, T, T), in eval mode."""
-        return _attention_maps(self, self.bert.encoder, input_ids, token_type_ids)
+        return attention_maps(self, [block.self_attention for block in self.bert.encoder.layer], input_ids,
+                              token_type_ids)
 
 
 class BertForSequenceClassification(nn.Module):
@@ -189,21 +190,6 @@ class BertForSequenceClassification(nn.Module):
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
                 attention_mask: Tensor | None = None) -> Tensor:
         return self.classifier(self.dropout(self.bert(input_ids, token_type_ids, attention_mask)[1]))
-
-
-def _attention_maps(model: nn.Module, encoder: Encoder, input_ids: Tensor, token_type_ids: Tensor | None):
-    attns = [block.self_attention for block in encoder.layer]
-    was_training = model.training
-    model.eval()
-    try:
-        for a in attns:
-            a.keep_weights = True
-        model(input_ids, token_type_ids)
-        return [a.last_weights for a in attns]
-    finally:
-        for a in attns:
-            a.keep_weights, a.last_weights = False, None
-        model.train(was_training)
 
 
 def init_bert(module: nn.Module) -> None:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from . import register_model
-from .transformer import EncoderBlock
+from .transformer import EncoderBlock, attention_maps
 
 
 class GPT(nn.Module):
@@ -75,18 +75,7 @@ class GPT(nn.Module):
     def attention_maps(self, idx: Tensor) -> list[Tensor]:
         """Every block's attention weights for ``idx``, each (N, heads, T, T), in eval mode; row t is
         where position t looks (zero right of the diagonal: the future is masked)."""
-        attns = [block.self_attention for block in self.transformer.h]
-        was_training = self.training
-        self.eval()
-        try:
-            for a in attns:
-                a.keep_weights = True
-            self(idx)
-            return [a.last_weights for a in attns]
-        finally:
-            for a in attns:
-                a.keep_weights, a.last_weights = False, None
-            self.train(was_training)
+        return attention_maps(self, [block.self_attention for block in self.transformer.h], idx)
 
     @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,

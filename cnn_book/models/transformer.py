@@ -128,6 +128,23 @@ class MultiheadAttention(nn.Module):
         return out, weights.mean(1) if average_attn_weights else weights
 
 
+@torch.no_grad()
+def attention_maps(model: nn.Module, attentions: list[MultiheadAttention], *inputs) -> list[Tensor]:
+    """The weights each of ``attentions`` computes when ``model`` runs on ``inputs`` in eval mode,
+    each (N, heads, L, S); the model's mode is restored and its state dict not touched."""
+    was_training = model.training
+    model.eval()
+    try:
+        for a in attentions:
+            a.keep_weights = True
+        model(*inputs)
+        return [a.last_weights for a in attentions]
+    finally:
+        for a in attentions:
+            a.keep_weights, a.last_weights = False, None
+        model.train(was_training)
+
+
 class MLPBlock(nn.Sequential):
     """The position-wise feed-forward network: Linear (d -> d_ff), activation, dropout, Linear (d_ff ->
     d), dropout; torchvision's names (``mlp.0``, ``mlp.3``)."""

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from . import register_model
 from .blocks import check_input, param_dtype
-from .transformer import EncoderBlock
+from .transformer import EncoderBlock, attention_maps
 
 
 class Encoder(nn.Module):
@@ -102,18 +102,7 @@ class VisionTransformer(nn.Module):
         """Every layer's attention weights for ``x``, each (N, heads, tokens, tokens): row i is where
         token i looks (token 0 is the class token). The model runs in eval mode; the state dict is
         not touched."""
-        attns = [block.self_attention for block in self.encoder.layers]
-        was_training = self.training
-        self.eval()
-        try:
-            for a in attns:
-                a.keep_weights = True
-            self(x)
-            return [a.last_weights for a in attns]
-        finally:
-            for a in attns:
-                a.keep_weights, a.last_weights = False, None
-            self.train(was_training)
+        return attention_maps(self, [block.self_attention for block in self.encoder.layers], x)
 
 
 def attention_rollout(maps: list[Tensor]) -> Tensor:

@@ -23,8 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "_build" / "student"
 INSTRUCTOR_ONLY = ["book/instructor_key"]  # toc entries (without suffix) left out of the student edition
-# a solution block: from ":::{solution} label" to the ":::" that closes it, and the blank line after it
-SOLUTION = re.compile(r"^:::\{solution\}[^\n]*\n.*?^:::[ \t]*\n(?:[ \t]*\n)?", re.M | re.S)
+# a solution block: from ":::{solution} label" to the ":::" that closes it (which may end the cell),
+# and the blank line after it
+SOLUTION = re.compile(r"^:::\{solution\}[^\n]*\n.*?^:::[ \t]*(?:\n|\Z)(?:[ \t]*\n)?", re.M | re.S)
 NOTE = ("*Student edition: the exercises are here, their solutions are not. Your teacher has the full "
         "edition.*\n\n")
 

@@ -279,3 +279,27 @@ def _roll(boxes: dict[str, Box], edges: list) -> None:
         box.repeat += kid.repeat
 
     _absorb(boxes, edges, take, into)
+
+
+def data_parallel(processes: int = 2, batch_size: int = 128):
+    """Data parallelism as a figure (graphviz; SVG in a notebook): a global batch cut into one
+    slice per process, each process's copy of the model, the all-reduce that averages their
+    gradients, and the same optimiser step everywhere."""
+    import graphviz
+
+    g = graphviz.Digraph(graph_attr={"rankdir": "TB", "nodesep": "0.25", "ranksep": "0.3", "fontname": "Helvetica"},
+                         node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica",
+                                    "fontsize": "11", "fillcolor": _COLORS["other"]})
+    total = processes * batch_size
+    g.node("batch", f"global batch: {total} items (the same shuffle in every process)", fillcolor=_COLORS["io"])
+    g.node("reduce", f"all-reduce: every process gets the mean gradient of the {total} items",
+           fillcolor=_COLORS["block"])
+    for r in range(processes):
+        g.node(f"x{r}", f"rank {r}: items {r * batch_size}-{(r + 1) * batch_size - 1}", fillcolor=_COLORS["io"])
+        g.node(f"m{r}", f"GPU {r}: a whole copy of the model\nforward, loss, backward", fillcolor=_COLORS["conv"])
+        g.node(f"s{r}", f"optimiser step on GPU {r}\n(the same update: the copies stay equal)", fillcolor=_COLORS["fc"])
+        g.edge("batch", f"x{r}")
+        g.edge(f"x{r}", f"m{r}")
+        g.edge(f"m{r}", "reduce", label=" gradients", fontsize="10")
+        g.edge("reduce", f"s{r}")
+    return g

@@ -172,6 +172,23 @@ def _bert_base_params() -> int:
         return sum(p.numel() for p in BertModel().parameters())
 
 
+def _ring_bytes_resnet50() -> float:
+    """Bytes one of 8 processes sends per step to all-reduce ResNet-50's fp32 gradients."""
+    from .distributed import ring_all_reduce_bytes
+
+    return ring_all_reduce_bytes(_meta_count("resnet50"), 8)
+
+
+def _fsdp_gib_gpt2_xl() -> float:
+    """GiB per GPU of GPT-2 XL's model states under mixed-precision Adam, fully sharded over 8 GPUs:
+    16 bytes per parameter (fp16 weights and gradients, fp32 master weights and Adam's two moments)."""
+    from .models import get_model
+
+    with torch.device("meta"):
+        model = get_model("gpt2", num_layers=48, num_heads=25, hidden_dim=1600)
+    return 16 * sum(p.numel() for p in model.parameters()) / 8 / 2**30
+
+
 NUMBERS: dict[str, Number] = {
     "vgg16-rf": Number("the receptive field of a unit of VGG-16's last pool, in pixels", _vgg16_pool5_rf,
                        "Hint: r grows by (k - 1) times the product of the strides before the layer; a 2x2 "
@@ -209,6 +226,17 @@ NUMBERS: dict[str, Number] = {
                           "Hint: per block two layer norms (2 x 2 x 768), attention (768 x 2,304 + 2,304 for Q, K, "
                           "V; 768 x 768 + 768 out), MLP (768 x 3,072 + 3,072 and 3,072 x 768 + 768); then the "
                           "two embeddings and the final layer norm."),
+    "ring-allreduce-bytes": Number("the bytes each of 8 GPUs sends per step in a ring all-reduce of ResNet-50's "
+                                   "fp32 gradients", _ring_bytes_resnet50,
+                                   "Hint: ResNet-50 has 25,557,032 parameters, 4 bytes each; a ring all-reduce "
+                                   "sends 2 (N - 1) / N of the tensor from every process.", rel_tol=0.01,
+                                   unit=" bytes"),
+    "fsdp-gpt2-xl-gib": Number("the GiB of model states (weights, gradients, Adam's moments) per GPU for GPT-2 XL "
+                               "(48 layers, width 1,600, 25 heads) in mixed precision, fully sharded over 8 GPUs",
+                               _fsdp_gib_gpt2_xl,
+                               "Hint: count its parameters (about 1.56 billion); mixed-precision Adam keeps 16 "
+                               "bytes per parameter (ZeRO's count: 2 + 2 + 4 + 4 + 4); full sharding divides "
+                               "them by the number of GPUs. 1 GiB is 2**30 bytes.", rel_tol=0.02, unit=" GiB"),
     "bert-base-params": Number("the number of parameters of BERT-base with its pooler (30,522 tokens, 512 "
                                "positions, 2 segments, 12 layers of width 768, MLP 3,072)", _bert_base_params,
                                "Hint: the three embeddings and their layer norm; per layer Q, K, V and the output "
@@ -441,6 +469,23 @@ def _cases_mlm(rng: random.Random):
         yield torch.randn(n, t, v, generator=g, dtype=torch.float64), targets.masked_fill(ignored, -100)
 
 
+def _scaled_lr(base_lr: float, base_batch: int, batch: int, step: int, warmup_steps: int) -> float:
+    """Goyal et al.'s rule: the rate grows with the batch (k = batch / base_batch), reached by a
+    linear warm-up from ``base_lr`` over ``warmup_steps`` steps."""
+    target = base_lr * batch / base_batch
+    if step >= warmup_steps:
+        return target
+    return base_lr + (target - base_lr) * step / warmup_steps
+
+
+def _cases_scaled_lr(rng: random.Random):
+    for _ in range(12):
+        base_batch = rng.choice([32, 64, 256])
+        warmup = rng.choice([1, 100, 500, 2_500])
+        yield (rng.choice([0.1, 0.05, 3e-4]), base_batch, base_batch * rng.choice([1, 2, 8, 32]),
+               rng.randint(0, 2 * warmup), warmup)
+
+
 @dataclass(frozen=True)
 class Function:
     what: str
@@ -504,6 +549,11 @@ FUNCTIONS: dict[str, Function] = {
                                  _cases_sampling,
                                  "Hint: divide by the temperature first; keep the k largest scores of each row "
                                  "(ties with the k-th included), set the others to -inf, then softmax."),
+    "scaled-lr": Function("scaled_lr(base_lr, base_batch, batch, step, warmup_steps): the learning rate at "
+                          "step for a batch of batch items, by the linear scaling rule with a linear warm-up "
+                          "from base_lr", _scaled_lr, _cases_scaled_lr,
+                          "Hint: the target is base_lr * batch / base_batch; before warmup_steps move from "
+                          "base_lr to it in equal steps (step 0 gives base_lr), after it stay there."),
     "mlm-loss": Function("mlm_loss(logits, targets): the mean cross-entropy over the masked positions only "
                          "(targets -100 elsewhere)", _mlm_loss, _cases_mlm,
                          "Hint: average over the positions whose target is not -100, not over all N x T; "

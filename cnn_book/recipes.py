@@ -268,6 +268,48 @@ def get(name: str, device: torch.device | str | None = None) -> Recipe:
     return RECIPES[name]["gpu" if torch.device(device).type == "cuda" else "cpu"]
 
 
+def load_data(recipe: Recipe):
+    """The data ``recipe`` trains on, loaded and prepared as its chapter does (the command line's
+    ``python -m cnn_book.train --recipe NAME``); on the CPU, ``fit`` moves it to its device."""
+    from . import data
+
+    if recipe.data in TEXT:
+        return _text_data(recipe)
+    if recipe.data == "fashion_mnist_scenes":
+        return recipe.prepare(data.fashion_mnist_scenes())
+    if recipe.data == "neon_trees":
+        return recipe.prepare(data.neon_trees())
+    return recipe.prepare(data.load_fashion_mnist())  # and the views and canvases made from it
+
+
+def _text_data(recipe: Recipe):
+    """Chapter 14's characters, or chapter 15's WordPiece blocks (masked) or verses (by part)."""
+    from . import text
+
+    train, val = text.split_verses(text.kjv_verses())
+    length = recipe.input_shape[0]
+    if recipe.data == "kjv_chars":
+        train_text, val_text = ("\n".join(v.text for v in vs) + "\n" for vs in (train, val))
+        chars = text.CharTokenizer(train_text + val_text)
+        return text.causal_lm_data(chars.encode(train_text), chars.encode(val_text), length, chars.vocab_size,
+                                   name="KJV characters")
+    tok = text.train_wordpiece([v.text for v in train], vocab_size=recipe.options["vocab_size"])
+    vocab = tok.get_vocab_size()
+    if recipe.data == "kjv_masked":
+        cls_id, sep_id, mask_id = (tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[MASK]"))
+        blocks = [text.pack([e.ids for e in tok.encode_batch([v.text for v in vs], add_special_tokens=False)],
+                            length, cls_id, sep_id) for vs in (train, val)]
+        return text.masked_lm_data(*blocks, text.Masking(mask_id, vocab, special_ids=tuple(range(5))),
+                                   name="KJV WordPiece blocks")
+    sections = list(text.SECTIONS)
+    pad_id = tok.token_to_id("[PAD]")
+    ids = [text.pad_batch([e.ids for e in tok.encode_batch([v.text for v in vs])], length, pad_id)[0]
+           for vs in (train, val)]
+    labels = [[sections.index(v.section) for v in vs] for vs in (train, val)]
+    return text.classification_data(ids[0], labels[0], ids[1], labels[1], sections, vocab, pad_id,
+                                    name="KJV verses by part")
+
+
 def one_step(recipe: Recipe, batch_size: int = 2, device: torch.device | str = "cpu") -> float:
     """Build the recipe's model at its real size and take one training forward and backward pass on
     a random batch at its real input size, through its task's loss; return the loss."""

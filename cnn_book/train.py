@@ -15,16 +15,23 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import copy
+import json
+import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .data import ImageData
+from .distributed import World
 from .settings import progress_bars, quick_mode
 from .tasks import SegmentationScores, Task, dense_targets, dice_loss, get_task, main_output
 
@@ -35,6 +42,7 @@ __all__ = ["fit", "evaluate", "predict", "segmentation_scores", "precision_for",
 QUICK_EPOCHS = 2
 QUICK_TRAIN_IMAGES = 2048
 QUICK_TEST_IMAGES = 1000
+ONE_PROCESS = World()  # no torchrun: this process is the whole run
 
 
 
@@ -52,7 +60,8 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        n = torch.get_num_threads()
+        return f"cpu ({n} thread{'s' if n != 1 else ''})"
     return device.type
 
 
@@ -122,6 +131,7 @@ class History:
     train_seconds: float = 0.0  # time in training steps only
     wall_seconds: float = 0.0  # the whole fit, evaluation included
     skipped_steps: int = 0  # fp16: steps the GradScaler skipped because a gradient overflowed
+    processes: int = 1  # under torchrun: how many trained together (train_images counts all of theirs)
 
     def __getattr__(self, name: str):
         curves = self.__dict__.get("curves", {})
@@ -186,8 +196,9 @@ def _add(sums: dict, values: dict, weight: float = 1) -> None:
 
 
 @torch.no_grad()
-def _run(model, data, split, batch_size, limit, task, precision) -> tuple[dict, dict, int]:
-    """(loss sums weighted by images, the task's score sums, images) of ``model`` over ``split``."""
+def _run(model, data, split, batch_size, limit, task, precision, world: World = ONE_PROCESS) -> tuple[dict, dict, int]:
+    """(loss sums weighted by images, the task's score sums, images) of ``model`` over ``split``;
+    under torchrun each process scores its slice of every batch and the sums are added up."""
     if limit is None and quick_mode():
         limit = QUICK_TEST_IMAGES
     _count(data, split, limit)
@@ -195,7 +206,7 @@ def _run(model, data, split, batch_size, limit, task, precision) -> tuple[dict, 
     was_training = model.training
     model.eval()
     losses, sums, n = {}, {}, 0
-    for x, y in data.batches(split, batch_size, limit=limit):
+    for x, y in distributed.shard_batches(data.batches(split, batch_size * world.size, limit=limit), world):
         with precision.autocast(device):
             out = model(_to_model_layout(x, device))
             loss, parts = task.evaluation_loss(model, out, y)
@@ -203,17 +214,23 @@ def _run(model, data, split, batch_size, limit, task, precision) -> tuple[dict, 
         _add(sums, task.score(out, y))
         n += len(x)
     model.train(was_training)
+    if world.distributed:
+        losses, sums = distributed.all_reduce_sums(losses, world), distributed.all_reduce_sums(sums, world)
+        n = distributed.all_reduce_sums({"n": n}, world)["n"]
     return losses, sums, n
 
 
 def evaluate(model: nn.Module, data: ImageData, split: str = "test", batch_size: int | None = None,
-             limit: int | None = None, *, task: Task | None = None, precision: str | None = None) -> dict[str, float]:
+             limit: int | None = None, *, task: Task | None = None, precision: str | None = None,
+             world: World = ONE_PROCESS) -> dict[str, float]:
     """The task's loss, its parts and its metrics of ``model`` on ``split``, on the data's device:
     ``{"loss": 0.31, "acc": 0.89}`` for a classifier. In quick mode ``limit`` defaults to
-    ``QUICK_TEST_IMAGES``; ``batch_size`` defaults to the task's ``eval_batch_size``."""
+    ``QUICK_TEST_IMAGES``; ``batch_size`` defaults to the task's ``eval_batch_size``. With a
+    ``world`` of several processes (``fit`` under torchrun), every one of them must call it."""
     task = task or get_task(data.task)
     batch_size = batch_size or task.eval_batch_size
-    losses, sums, n = _run(model, data, split, batch_size, limit, task, precision_for(data.device, prefer=precision))
+    losses, sums, n = _run(model, data, split, batch_size, limit, task, precision_for(data.device, prefer=precision),
+                           world)
     return {**{k: v.item() / n for k, v in losses.items()}, **task.metrics(sums)}
 
 
@@ -325,6 +342,22 @@ def _schedule(sched, skipped: bool) -> None:
         sched.step()
 
 
+def _silent(*args, **kwargs) -> None:
+    """What the processes other than rank 0 print: nothing."""
+
+
+def _unused_parameters(model: nn.Module, data, task: Task, precision: Precision) -> list[str]:
+    """The trainable parameters the task's loss leaves without a gradient, from one training-mode
+    forward pass of two items; the model's state (batch norm statistics) is put back after it."""
+    state = copy.deepcopy(model.state_dict())
+    x, y = next(data.batches("train", 2))
+    with precision.autocast(data.device):
+        loss, _ = task.loss(model, model.train()(_to_model_layout(x, data.device)), y)
+    names = distributed.unused_parameters(model, loss)
+    model.load_state_dict(state)
+    return names
+
+
 def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int = 128,
         optimizer: str = "adamw", lr: float = 2e-3, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
         augment: bool = False, loss: str | None = None, task: Task | None = None, precision: str | None = None,
@@ -346,11 +379,28 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
     ``data`` is moved to ``device`` (default: ``default_device()``) if it is not there yet.
     A last training batch of a single image (which a batch norm on a 1x1 map cannot normalise) is
     merged into the batch before it. Prints one line per epoch and a summary.
+
+    Under ``torchrun --nproc-per-node N`` (see ``cnn_book.distributed``) each process trains its
+    slice of every batch on its own device (GPU ``LOCAL_RANK``, or the CPU) and the gradients are
+    averaged: ``batch_size`` is per process, one step sees ``N * batch_size`` items, and only rank
+    0 prints. One process, without torchrun, trains exactly as before.
     """
     if task is not None and (loss is not None or label_smoothing):
         raise ValueError("fit got a task and loss= or label_smoothing= too: give those to the task instead")
     task = task or get_task(data.task, loss=loss, label_smoothing=label_smoothing)
+    world = distributed.world()
+    if device is None and world.distributed:  # one GPU per process, by its rank on the machine
+        gpus = torch.cuda.device_count()
+        if gpus and world.local_rank >= gpus:
+            raise ValueError(f"process {world.local_rank} of this machine has no GPU of its own: the machine has "
+                             f"{gpus}; start at most {gpus} processes (torchrun --nproc-per-node {gpus}), or "
+                             "train on the CPU (device='cpu')")
+        device = torch.device("cuda", world.local_rank) if gpus else torch.device("cpu")
     device = torch.device(device) if device is not None else default_device()
+    if world.distributed and device.type == "cuda" and device.index is None:  # "cuda": this process's own GPU
+        device = torch.device("cuda", world.local_rank)
+    distributed.init(world, device)
+    say = print if world.main else _silent
     data = data if data.device == device else data.to(device)
     prec = precision_for(device, prefer=precision)
     quick = quick_mode()
@@ -362,12 +412,16 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
     model.to(device, memory_format=torch.channels_last if _channels_last(device) else torch.preserve_format)
     check_setup(model, data, task, epochs=epochs, batch_size=batch_size, lr=lr, precision=prec)
     n_train, n_test = _count(data, "train", train_limit), _count(data, "test", test_limit)
-    steps_per_epoch = max(1, n_train // batch_size + (n_train % batch_size > 1))  # a lone last image merges
+    if world.distributed and min(n_train, n_test) < 2 * world.size:
+        raise ValueError(f"{world.size} processes need at least {2 * world.size} training and test items "
+                         f"(2 each), got {n_train:,} and {n_test:,}")
+    steps_per_epoch = distributed.steps_per_epoch(n_train, batch_size, world)  # a lone last image merges
     log_every = max(1, min(log_every, steps_per_epoch))
-    progress = progress_bars() if progress is None else progress
+    progress = (progress_bars() if progress is None else progress) and world.main
+    find_unused = world.distributed and bool(_unused_parameters(model, data, task, prec))
 
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed + world.rank)  # dropout differs between processes, as their data do
+    gen = torch.Generator().manual_seed(seed)  # the shuffle and augmentation: the same in every process
     opt = _optimizer(optimizer, param_groups(model, lr, lr_scale), lr, weight_decay, momentum)
     if schedule == "one-cycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
@@ -379,12 +433,18 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
     scaler = torch.amp.GradScaler(device.type, enabled=prec.scaled)
     name = getattr(model, "name", None) or type(model).__name__
     hist = History(model=name, task=task.name, device=describe_device(device), precision=prec.name,
-                   quick=quick, input_shape=tuple(data.input_shape))
+                   quick=quick, input_shape=tuple(data.input_shape), processes=world.size)
     unit = getattr(data, "unit", "images")
+    net = distributed.wrap(model, world, device, find_unused)  # what the steps run: DDP(model) under torchrun
+    if world.distributed:
+        hist.device += f" x {world.size} processes"
+        say(f"Data parallel: {world.size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), "
+            f"batch {batch_size} each, {batch_size * world.size} per step"
+            f"{'; parameters without a gradient in the loss are looked for at every step' if find_unused else ''}")
     if quick:
-        print(f"QUICK MODE (CNN_BOOK_QUICK=1): {epochs} epoch(s) on {n_train:,} training {unit}, "
+        say(f"QUICK MODE (CNN_BOOK_QUICK=1): {epochs} epoch(s) on {n_train:,} training {unit}, "
               f"tested on {n_test:,}. A smoke test, not the chapter's result.")
-    print(f"Training {name} on {data.name} ({describe_data(data, n_train, n_test)}) "
+    say(f"Training {name} on {data.name} ({describe_data(data, n_train, n_test)}) "
           f"for {epochs} epochs on {hist.device} in {prec.name}: batch {batch_size}, "
           f"{optimizer if optimizer != 'sgd' or momentum else 'plain sgd'} lr {lr:g} {schedule}"
           f"{', augmented' if augment else ''}")
@@ -394,10 +454,11 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
         model.train()
         t0, seen, counted, losses, sums, window, in_window = time.perf_counter(), 0, 0, {}, {}, {}, 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress)
-        for x, y in data.batches("train", batch_size, shuffle=True, augment=augment, limit=train_limit,
-                                 generator=gen, merge_single=True):
+        batches = data.batches("train", batch_size * world.size, shuffle=True, augment=augment,
+                               limit=train_limit, generator=gen, merge_single=True)
+        for x, y in distributed.shard_batches(batches, world):  # this process's slice of each
             with prec.autocast(device):
-                out = model(_to_model_layout(x, device))
+                out = net(_to_model_layout(x, device))
                 loss_t, parts = task.loss(model, out, y)
             skipped = _step(loss_t, opt, scaler, grad_clip, model)
             _schedule(sched, skipped)
@@ -410,8 +471,10 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
             _add(sums, scores)
             _add(window, {"loss": loss_t, **scores})
             if in_window == log_every:  # one host-device sync every log_every steps, not every step
+                window = distributed.all_reduce_sums(window, world)
                 hist.steps.append(step)
-                for k, v in {"loss": window.pop("loss").item() / in_window, **task.metrics(window)}.items():
+                mean = window.pop("loss").item() / (in_window * world.size)
+                for k, v in {"loss": mean, **task.metrics(window)}.items():
                     hist.step_curves.setdefault(k, []).append(v)
                 window, in_window = {}, 0
                 bar.set_postfix(loss=f"{losses['loss'].item() / counted:.3f}", **task.metrics(sums))
@@ -420,18 +483,71 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
         if device.type == "cuda":
             torch.cuda.synchronize()
         hist.train_seconds += time.perf_counter() - t0
+        if world.distributed:  # the epoch's sums over all processes; rank 0's batch norm statistics for all
+            losses, sums = distributed.all_reduce_sums(losses, world), distributed.all_reduce_sums(sums, world)
+            counted, seen = distributed.all_reduce_sums({"counted": counted, "seen": seen}, world).values()
+            distributed.broadcast_buffers(model, world)
         hist.train_images += seen
         train = {**{k: v.item() / counted for k, v in losses.items()}, **task.metrics(sums)}
-        test = evaluate(model, data, "test", limit=test_limit, task=task, precision=prec.name)
+        test = evaluate(model, data, "test", limit=test_limit, task=task, precision=prec.name, world=world)
         hist.epochs.append(epoch)
         hist.log("train", train)
         hist.log("test", test)
         hist.epoch_seconds.append(time.perf_counter() - t0)
-        print(f"epoch {epoch:2d}/{epochs}  loss {train['loss']:.3f}  {task.epoch_line(train, test)}"
+        say(f"epoch {epoch:2d}/{epochs}  loss {train['loss']:.3f}  {task.epoch_line(train, test)}"
               f"  ({hist.epoch_seconds[-1]:.1f} s)")
     hist.wall_seconds = time.perf_counter() - start
     tokens = f" ({hist.images_per_s * data.input_shape[0]:,.0f} tokens/s)" if unit == "sequences" else ""
-    print(f"Done: device {hist.device} | precision {prec.name} | wall time {hist.wall_seconds:.1f} s | "
+    say(f"Done: device {hist.device} | precision {prec.name} | wall time {hist.wall_seconds:.1f} s | "
           f"{hist.images_per_s:,.0f} train {unit}/s{tokens} | {task.summary_line(test)}"
           f"{' (quick mode)' if quick else ''}")
     return hist
+
+
+def main(argv: list[str] | None = None) -> History:
+    """``python -m cnn_book.train --recipe NAME``: train a recipe of ``cnn_book.recipes`` (the GPU
+    one on CUDA) on its data; under ``torchrun --nproc-per-node N`` on N processes. With ``--out``,
+    rank 0 alone writes the history (``history.json``) and the weights (``model.pt``)."""
+    from . import recipes
+
+    names = list(recipes.RECIPES)
+    parser = argparse.ArgumentParser(
+        prog="python -m cnn_book.train",
+        description="Train a recipe of cnn_book.recipes (the GPU one on CUDA) on its data; under torchrun, "
+                    "on N processes with DistributedDataParallel.",
+        epilog="recipes: " + ", ".join(names) + ". Many processes: torchrun --nproc-per-node N -m cnn_book.train ...")
+    parser.add_argument("--recipe", required=True, metavar="NAME", choices=names, help="the recipe's name")
+    parser.add_argument("--epochs", type=int, help="instead of the recipe's")
+    parser.add_argument("--batch-size", type=int, help="per process, instead of the recipe's")
+    parser.add_argument("--lr", type=float, help="instead of the recipe's")
+    parser.add_argument("--train-images", type=int, help="the first N training items only")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if there is one; under torchrun "
+                                         "the GPU of the process's LOCAL_RANK)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="a folder for history.json and model.pt (written by rank 0 only)")
+    args = parser.parse_args(argv)
+    world = distributed.world()
+    recipe = recipes.get(args.recipe, args.device)
+    changes = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
+                                 ("train_images", args.train_images)) if v is not None}
+    recipe = replace(recipe, **changes)
+    if world.main:
+        print(f"Recipe {args.recipe}: {recipe}")
+    torch.manual_seed(args.seed)  # the same initial weights in every process (DDP copies rank 0's anyway)
+    model = recipe.build()
+    try:
+        hist = fit(model, recipes.load_data(recipe), device=args.device, seed=args.seed, **recipe.fit_args)
+        if args.out and world.main:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "history.json").write_text(json.dumps(hist.to_dict(), indent=1, default=str))
+            torch.save(model.state_dict(), out / "model.pt")
+            print(f"Wrote {out / 'history.json'} and {out / 'model.pt'}")
+    finally:
+        if world.distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return hist
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

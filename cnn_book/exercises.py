@@ -173,20 +173,21 @@ def _bert_base_params() -> int:
 
 
 def _ring_bytes_resnet50() -> float:
-    """Bytes one of 8 processes sends per step to all-reduce ResNet-50's fp32 gradients."""
+    """Bytes one of 4 processes sends per step to all-reduce ResNet-50's gradients in fp16 (DDP's
+    fp16_compress_hook)."""
     from .distributed import ring_all_reduce_bytes
 
-    return ring_all_reduce_bytes(_meta_count("resnet50"), 8)
+    return ring_all_reduce_bytes(_meta_count("resnet50"), 4, bytes_per_value=2)
 
 
-def _fsdp_gib_gpt2_xl() -> float:
-    """GiB per GPU of GPT-2 XL's model states under mixed-precision Adam, fully sharded over 8 GPUs:
-    16 bytes per parameter (fp16 weights and gradients, fp32 master weights and Adam's two moments)."""
+def _fsdp_gib(num_layers: int, hidden_dim: int, num_heads: int, gpus: int) -> float:
+    """GiB per GPU of a GPT-2's model states under mixed-precision Adam, fully sharded over ``gpus``:
+    16 bytes per parameter (weights, gradients and Adam's two moments)."""
     from .models import get_model
 
     with torch.device("meta"):
-        model = get_model("gpt2", num_layers=48, num_heads=25, hidden_dim=1600)
-    return 16 * sum(p.numel() for p in model.parameters()) / 8 / 2**30
+        model = get_model("gpt2", num_layers=num_layers, num_heads=num_heads, hidden_dim=hidden_dim)
+    return 16 * sum(p.numel() for p in model.parameters()) / gpus / 2**30
 
 
 NUMBERS: dict[str, Number] = {
@@ -226,17 +227,23 @@ NUMBERS: dict[str, Number] = {
                           "Hint: per block two layer norms (2 x 2 x 768), attention (768 x 2,304 + 2,304 for Q, K, "
                           "V; 768 x 768 + 768 out), MLP (768 x 3,072 + 3,072 and 3,072 x 768 + 768); then the "
                           "two embeddings and the final layer norm."),
-    "ring-allreduce-bytes": Number("the bytes each of 8 GPUs sends per step in a ring all-reduce of ResNet-50's "
-                                   "fp32 gradients", _ring_bytes_resnet50,
-                                   "Hint: ResNet-50 has 25,557,032 parameters, 4 bytes each; a ring all-reduce "
-                                   "sends 2 (N - 1) / N of the tensor from every process.", rel_tol=0.01,
+    "ring-allreduce-bytes": Number("the bytes each of 4 GPUs sends per step in a ring all-reduce of ResNet-50's "
+                                   "gradients compressed to fp16", _ring_bytes_resnet50,
+                                   "Hint: ResNet-50 has 25,557,032 parameters, 2 bytes each in fp16; a ring "
+                                   "all-reduce sends 2 (N - 1) / N of the tensor from every process.", rel_tol=0.01,
                                    unit=" bytes"),
+    "fsdp-gpt2-large-gib": Number("the GiB of model states (weights, gradients, Adam's moments) per GPU for GPT-2 "
+                                  "large (36 layers, width 1,280, 20 heads) in mixed precision, fully sharded over "
+                                  "4 GPUs", lambda: _fsdp_gib(36, 1280, 20, 4),
+                                  "Hint: count its parameters (about 774 million); mixed-precision Adam keeps 16 "
+                                  "bytes per parameter; full sharding divides them by the number of GPUs. 1 GiB is "
+                                  "2**30 bytes.", rel_tol=0.02, unit=" GiB"),
     "fsdp-gpt2-xl-gib": Number("the GiB of model states (weights, gradients, Adam's moments) per GPU for GPT-2 XL "
                                "(48 layers, width 1,600, 25 heads) in mixed precision, fully sharded over 8 GPUs",
-                               _fsdp_gib_gpt2_xl,
+                               lambda: _fsdp_gib(48, 1600, 25, 8),
                                "Hint: count its parameters (about 1.56 billion); mixed-precision Adam keeps 16 "
-                               "bytes per parameter (ZeRO's count: 2 + 2 + 4 + 4 + 4); full sharding divides "
-                               "them by the number of GPUs. 1 GiB is 2**30 bytes.", rel_tol=0.02, unit=" GiB"),
+                               "bytes per parameter; full sharding divides them by the number of GPUs. 1 GiB is "
+                               "2**30 bytes.", rel_tol=0.02, unit=" GiB"),
     "bert-base-params": Number("the number of parameters of BERT-base with its pooler (30,522 tokens, 512 "
                                "positions, 2 segments, 12 layers of width 768, MLP 3,072)", _bert_base_params,
                                "Hint: the three embeddings and their layer norm; per layer Q, K, V and the output "

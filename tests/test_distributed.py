@@ -151,9 +151,11 @@ def test_sums_over_one_process_are_the_sums():
 def test_the_chapter_s_checkers():
     from cnn_book import exercises
 
-    assert exercises.NUMBERS["ring-allreduce-bytes"].compute() == 2 * 7 / 8 * 4 * 25_557_032
+    # ResNet-50's 25,557,032 gradients in fp16 (2 bytes), 4 GPUs
+    assert exercises.NUMBERS["ring-allreduce-bytes"].compute() == 2 * 3 / 4 * 2 * 25_557_032
     assert distributed.ring_all_reduce_bytes(10, 1) == 0  # one process sends nothing
-    # GPT-2 XL: 1,557,611,200 parameters (transformers' GPT2LMHeadModel, tied), 16 bytes each, over 8
+    # GPT-2 large and XL: 774,030,080 and 1,557,611,200 parameters (transformers' GPT2LMHeadModel, tied)
+    assert exercises.NUMBERS["fsdp-gpt2-large-gib"].compute() == 16 * 774_030_080 / 4 / 2**30
     assert exercises.NUMBERS["fsdp-gpt2-xl-gib"].compute() == 16 * 1_557_611_200 / 8 / 2**30
     lr = exercises.FUNCTIONS["scaled-lr"].reference
     # Goyal et al.: 0.1 per 256 images; 8,192 gives 3.2, reached after the warm-up

@@ -496,6 +496,9 @@ class DetectionData(ImageData):
     could not hold (a second object centre in a cell)."""
 
     task = "detection"
+    # quick mode (CNN_BOOK_QUICK=1) trains and tests on this many images: a detection step costs far more
+    # than a classification one (a larger image, mAP on the held-out ones), and the chapter must test in a minute
+    quick_limit: ClassVar[int] = 512
     train_boxes: list = field(default_factory=list)
     train_labels: list = field(default_factory=list)
     test_boxes: list = field(default_factory=list)

@@ -477,3 +477,15 @@ def test_every_box_is_scored_for_every_class_as_the_paper_scores_it():
     assert labels.tolist() == [0, 1, 2] and scores.tolist() == pytest.approx([0.4, 0.24, 0.16])
     assert (boxes == boxes[0]).all()  # one box, once per class
     assert decode(grid, 112, 2, threshold=0.2)[2].tolist() == [0, 1]
+
+
+def test_quick_mode_trains_and_tests_detection_on_512_canvases(fmnist, monkeypatch, capsys):
+    """A detection step costs far more than a classification one: quick mode caps it at 512 canvases
+    (the chapter must run in a minute under nbval), not at the 2,048 images of the other tasks."""
+    data = fashion_mnist_detection(fmnist, n_train=600, n_test=600, seed=1)
+    monkeypatch.setenv("CNN_BOOK_QUICK", "1")
+    torch.manual_seed(0)
+    model = get_model("yolov1", variant="small", num_classes=10, in_channels=1)
+    hist = train.fit(model, data, epochs=1, batch_size=64, lr=1e-3, device="cpu")
+    assert data.quick_limit == 512 and hist.train_images == 512
+    assert "on 512 training images, tested on 512" in capsys.readouterr().out

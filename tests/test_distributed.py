@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnn_book import distributed, recipes, train
+from cnn_book import distributed, recipes, text, train
 from cnn_book.distributed import World
 from cnn_book.models import get_model
 from cnn_book.tasks import get_task
@@ -161,3 +161,23 @@ def test_the_chapter_s_checkers():
     # Goyal et al.: 0.1 per 256 images; 8,192 gives 3.2, reached after the warm-up
     assert lr(0.1, 256, 8192, 0, 100) == 0.1 and lr(0.1, 256, 8192, 100, 100) == pytest.approx(3.2)
     assert lr(0.1, 256, 8192, 50, 100) == pytest.approx(1.65)
+
+
+def test_the_command_line_lists_the_recipes_and_refuses_an_unknown_one(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in recipes.RECIPES) and "torchrun --nproc-per-node N" in out
+    with pytest.raises(SystemExit):
+        train.main(["--recipe", "lenet6"])
+    assert "invalid choice: 'lenet6'" in capsys.readouterr().err
+
+
+def test_the_command_line_loads_each_kind_of_recipe_s_data():
+    images = recipes.load_data(recipes.get("lenet5", "cpu"))
+    assert images.input_shape == (1, 28, 28) and len(images.train_x) == 60_000
+    chars = recipes.load_data(recipes.get("gpt_char", "cpu"))
+    assert chars.task == "language_model" and chars.input_shape == (64,) and len(chars.train_x) == 58_067
+    verses = recipes.load_data(recipes.get("bert_finetune", "cpu"))
+    assert verses.task == "classification" and verses.classes == list(text.SECTIONS)
+    assert len(verses.train_x) == recipes.DATASETS["kjv_sections"][2]

@@ -204,17 +204,36 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 4096, lowercase: boo
     """A BERT-style WordPiece tokenizer trained on ``texts`` with the ``tokenizers`` library: BERT's
     normaliser (lower case) and pre-tokeniser (words and punctuation), ``SPECIAL_TOKENS`` first
     (ids 0-4), continuation pieces marked "##", and the [CLS] A [SEP] (B [SEP]) layout with segment
-    ids 0 for A and 1 for B. Nothing is downloaded."""
+    ids 0 for A and 1 for B. Nothing is downloaded.
+
+    The same texts give the same vocabulary and the same ids in every run. The library's trainer
+    alone does not (huggingface/tokenizers issue #1794, measured here: 1 run in 6 gave another
+    vocabulary on the book's verses, and every run other ids): it creates the "##c" piece of each
+    character in hash-map order, and those ids break ties between equally frequent merges. So the
+    "##c" pieces are handed to the trainer first, in sorted order, and the trained vocabulary is
+    then put into a fresh tokenizer whose only special tokens are ``SPECIAL_TOKENS``."""
     try:
         from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     except ImportError as e:
         raise ImportError("training a WordPiece vocabulary needs the tokenizers library: pip install tokenizers") from e
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-    tok.train_from_iterator(list(texts), trainer)
+
+    def pipeline(model):
+        tok = Tokenizer(model)
+        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        return tok
+
+    texts = list(texts)
+    tok = pipeline(models.WordPiece(unk_token="[UNK]"))
+    # every character that the trainer will see after the first of a word: the "##c" pieces it needs
+    inner = sorted({c for t in texts for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(t))
+                    for c in word[1:]})
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, show_progress=False,
+                                        special_tokens=SPECIAL_TOKENS + [f"##{c}" for c in inner])
+    tok.train_from_iterator(texts, trainer)
+    tok = pipeline(models.WordPiece(tok.get_vocab(), unk_token="[UNK]"))
+    tok.add_special_tokens(SPECIAL_TOKENS)  # already ids 0-4; "##c" pieces stay ordinary pieces
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
                                                        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])

@@ -255,6 +255,7 @@ class ImageData:
     """
 
     task: ClassVar[str] = "classification"
+    unit: ClassVar[str] = "images"  # what one item is called in printed lines and plots
     name: str
     classes: list[str]
     train_x: Tensor

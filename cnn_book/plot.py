@@ -167,7 +167,7 @@ def confusion_matrix(model: nn.Module, data: ImageData, split: str = "test") -> 
     acc = cm.diag().sum().item() / cm.sum().item()
     ax.set_title(f"Confusion matrix, {data.name} {split} set: {acc:.1%} of {cm.sum().item():,} correct",
                  fontsize=9)
-    fig.colorbar(im, ax=ax, label=getattr(data, "unit", "images"))  # verses are "sequences"
+    fig.colorbar(im, ax=ax, label=data.unit)  # images, or sequences (verses)
     fig.tight_layout()
     return fig
 

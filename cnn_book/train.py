@@ -434,7 +434,7 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
     name = getattr(model, "name", None) or type(model).__name__
     hist = History(model=name, task=task.name, device=describe_device(device), precision=prec.name,
                    quick=quick, input_shape=tuple(data.input_shape), processes=world.size)
-    unit = getattr(data, "unit", "images")
+    unit = data.unit
     net = distributed.wrap(model, world, device, find_unused)  # what the steps run: DDP(model) under torchrun
     if world.distributed:
         hist.device += f" x {world.size} processes"

@@ -309,6 +309,7 @@ def test_plots_have_titles_and_labelled_axes(small_fmnist):
     assert fig.axes[1].get_ylabel() == "accuracy (%)" and _labelled(fig)
     fig = plot.confusion_matrix(model, small_fmnist)
     assert fig.axes[0].get_xlabel() == "predicted class" and "512" in fig.axes[0].get_title()
+    assert fig.axes[1].get_ylabel() == "images"  # the colour bar counts the data's unit
     fig = plot.feature_maps(model, small_fmnist.images("test", 0), ["features.0", "features.3"])
     assert "features.0: 6 maps of (28, 28)" in fig._suptitle.get_text()
     assert len([ax for ax in fig.axes if ax.images]) == 6 + 16

@@ -1,5 +1,5 @@
-"""Figures for the chapters: architecture diagrams, sample grids, feature maps, filters, training curves,
-confusion matrices, a pretrained network's top classes on photos and heat maps over them.
+"""Figures for the chapters: architecture diagrams, sample grids, rows of images, feature maps, filters,
+training curves, confusion matrices, a pretrained network's top classes on photos and heat maps over them.
 
 Every function returns the matplotlib ``Figure`` (end the notebook line with ``;`` so it shows once).
 """
@@ -7,7 +7,7 @@ Every function returns the matplotlib ``Figure`` (end the notebook line with ``;
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -47,6 +47,34 @@ def sample_grid(data: ImageData, n: int = 24, split: str = "train", ncols: int =
     for ax in axes.flat[n:]:
         ax.axis("off")
     fig.suptitle(f"{n} {split} images from {data.name} ({'x'.join(map(str, x.shape[1:]))} pixels)")
+    fig.tight_layout()
+    return fig
+
+
+def image_rows(rows: Mapping[str, Tensor] | Sequence[tuple[str, Tensor]], title: str | None = None) -> Figure:
+    """Rows of grey images with values in [0, 1], one row per entry of ``rows`` (a title and an
+    (n, 1, H, W) tensor; every row the same n), each titled at its left. All rows share one scale,
+    0 black and 1 white, so that a row of probabilities and a row of 0/1 pixels compare pixel for
+    pixel (imshow would otherwise stretch each image to its own range)."""
+    rows = list(rows.items() if isinstance(rows, Mapping) else rows)
+    if not rows:
+        raise ValueError("image_rows needs at least one row of images")
+    n = len(rows[0][1])
+    for name, images in rows:
+        if images.dim() != 4 or images.shape[1] != 1:
+            raise ValueError(f"row {name!r}: images are (n, 1, H, W), grey; got {tuple(images.shape)}")
+        if len(images) != n:
+            raise ValueError(f"row {name!r} has {len(images)} images, the first row {n}: rows must be equally long")
+    fig, axes = plt.subplots(len(rows), n, figsize=(max(8.0, 0.9 * n), 1.05 * len(rows) + 0.3 * bool(title)),
+                             squeeze=False)
+    for r, (name, images) in enumerate(rows):
+        for c in range(n):
+            axes[r, c].imshow(images[c, 0].detach().float().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            axes[r, c].axis("off")
+        if name:
+            axes[r, 0].set_title(name, fontsize=8, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 

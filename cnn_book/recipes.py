@@ -49,14 +49,14 @@ def _binary_view(data, recipe):
 
 
 def _detection_canvases(data, recipe):
-    from .data import fashion_mnist_detection
+    from .data import DetectionData, fashion_mnist_detection
     from .settings import quick_mode
-    from .train import QUICK_TRAIN_IMAGES
 
     n = recipe.train_images or DATASETS[recipe.data][2]
     canvas = recipe.size or DATASETS[recipe.data][0][-1]
     k = canvas / DATASETS[recipe.data][0][-1]  # items grow with the canvas: 448 px holds them 4x larger
-    return fashion_mnist_detection(data, n_train=min(n, QUICK_TRAIN_IMAGES) if quick_mode() else n,
+    # quick mode builds only the training canvases it trains on (all test canvases: the chapter counts them)
+    return fashion_mnist_detection(data, n_train=min(n, DetectionData.quick_limit) if quick_mode() else n,
                                    canvas=canvas, scale=(0.75 * k, 1.5 * k))
 
 

@@ -321,10 +321,11 @@ class Detection(Task):
     """Boxes on YOLO v1's grid: outputs and targets are (N, S, S, 5B + C). The loss is the paper's,
     with its four parts (``models.yolo.yolo_loss``). On held-out data each image's grid is decoded to
     detections (class-specific scores, class-wise NMS at IoU 0.5) and scored with torchmetrics'
-    MeanAveragePrecision: COCO's mAP@[.5:.95] and mAP@0.5. The truth is read from the grid targets
-    the batches carry, so a box that its cell could not hold (a second centre) is not counted; the
-    chapter scores against every box (``DetectionData.targets``). Training batches are not decoded:
-    their mAP would cost more than the step, and the epoch line reports the test figures."""
+    MeanAveragePrecision at COCO's own thresholds (``models.yolo.coco_map``): mAP@[.5:.95] and
+    mAP@0.5. The truth is read from the grid targets the batches carry, so a box that its cell could
+    not hold (a second centre) is not counted; the chapter scores against every box
+    (``DetectionData.targets``). Training batches are not decoded: their mAP would cost more than
+    the step, and the epoch line reports the test figures."""
 
     name = "detection"
     losses = ("yolo",)
@@ -353,9 +354,9 @@ class Detection(Task):
     def metrics(self, sums):
         if "detections" not in sums:
             return {}
-        from torchmetrics.detection import MeanAveragePrecision
+        from .models.yolo import coco_map
 
-        m = MeanAveragePrecision(iou_type="bbox")
+        m = coco_map()
         m.update(sums["detections"].preds, sums["detections"].targets)
         r = m.compute()
         return {"map": float(r["map"]), "map50": float(r["map_50"])}

@@ -322,6 +322,22 @@ def test_plots_have_titles_and_labelled_axes(small_fmnist):
     matplotlib.pyplot.close("all")
 
 
+def test_image_rows_draws_each_row_on_one_grey_scale():
+    probs = torch.rand(5, 1, 28, 28)
+    fig = plot.image_rows({"probabilities": probs, "a draw": (probs > 0.5).float()}, title="two rows")
+    drawn = [ax for ax in fig.axes if ax.images]
+    assert len(drawn) == 10 and fig._suptitle.get_text() == "two rows"
+    assert [drawn[0].get_title(loc="left"), drawn[5].get_title(loc="left")] == ["probabilities", "a draw"]
+    assert all(ax.images[0].get_clim() == (0, 1) for ax in drawn)  # 0 black, 1 white in every image
+    fig = plot.image_rows([("", probs[:2]), ("", probs[2:4])])  # pairs: untitled rows
+    assert len([ax for ax in fig.axes if ax.images]) == 4 and fig._suptitle is None
+    with pytest.raises(ValueError, match="equally long"):
+        plot.image_rows({"a": probs, "b": probs[:3]})
+    with pytest.raises(ValueError, match=r"\(n, 1, H, W\)"):
+        plot.image_rows({"rgb": torch.rand(2, 3, 8, 8)})
+    matplotlib.pyplot.close("all")
+
+
 def test_results_are_recorded_only_from_full_runs(small_fmnist, tmp_path, monkeypatch):
     from cnn_book import results
     from cnn_book.inspect import summary

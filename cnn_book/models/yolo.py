@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import box_convert
 
 from . import register_model
 from .blocks import check_input, param_dtype
@@ -71,7 +72,8 @@ def corners(t: Tensor, grid: int, size: float = 1.0, clamp: bool = False) -> tup
     w, h = t[..., 2], t[..., 3]
     if clamp:
         w, h = w.clamp(min=0), h.clamp(min=0)
-    return cx - w * size / 2, cy - h * size / 2, cx + w * size / 2, cy + h * size / 2
+    boxes = box_convert(torch.stack([cx, cy, w * size, h * size], -1), "cxcywh", "xyxy")
+    return boxes.unbind(-1)
 
 
 def decode(grid: Tensor, size: int, num_boxes: int = 2, threshold: float = 0.0,
@@ -249,6 +251,21 @@ def detections(grid: Tensor, size: float = 1.0, num_boxes: int = 2, threshold: f
     boxes, scores, labels = decode(grid.detach().float().cpu(), size, num_boxes, threshold)
     keep = batched_nms(boxes, scores, labels, iou)[:max_detections]  # best first; COCO scores 100 an image
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+def coco_map(**options):
+    """torchmetrics' ``MeanAveragePrecision`` for boxes, with COCO's own IoU thresholds (0.5, 0.55,
+    ..., 0.95) and 101 recall points, built as pycocotools builds them (``numpy.linspace``, float64).
+    torchmetrics 1.9 builds its defaults with ``torch.linspace``, in float32: 0.07 becomes
+    0.0700000003, a recall of exactly 7/100 then falls short of the seventh point, and AP moves by
+    up to a few thousandths against COCO's evaluation of the same detections (tested). ``options``
+    go to ``MeanAveragePrecision`` (``class_metrics=True`` for AP per class)."""
+    import numpy as np
+    from torchmetrics.detection import MeanAveragePrecision
+
+    options.setdefault("iou_thresholds", np.linspace(0.5, 0.95, 10).tolist())
+    options.setdefault("rec_thresholds", np.linspace(0.0, 1.0, 101).tolist())
+    return MeanAveragePrecision(iou_type="bbox", **options)
 
 
 @torch.no_grad()

@@ -100,6 +100,24 @@ def test_first_cell_is_the_hidden_guarded_colab_setup(path, monkeypatch, capsys)
     assert calls and calls[0][0] == "pip" and "cnn_book" in calls[0][1]
 
 
+# What a chapter uses that the plain package does not bring: its extra in pyproject.toml, or a wheel
+# that make's set-up installs from requirements-offline.txt. Colab has neither until the first cell
+# installs it.
+NEEDS = {
+    "from cnn_book.models import yolo": "cnn_book[detection]",  # torchmetrics' mAP, pycocotools
+    "neon_trees": "--no-deps deepforest==1.5.0",  # the NEON tree images in the wheel's data folder
+    "cnn_book.text": "cnn_book[text]",  # tokenizers' WordPiece
+}
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_the_colab_cell_installs_what_the_chapter_uses(path):
+    cells = _code(_nb(path))
+    setup, rest = "".join(cells[0]["source"]), "\n".join("".join(c["source"]) for c in cells[1:])
+    missing = [need for use, need in NEEDS.items() if use in rest and need not in setup]
+    assert not missing, f"{path.stem} uses what its Colab cell does not install: {missing}"
+
+
 @pytest.mark.parametrize("path", CHAPTERS + sorted((ROOT / "book").glob("*.ipynb")), ids=lambda p: p.stem)
 def test_code_lines_fit_the_website_s_column(path):
     """At most 80 characters, or the code cell scrolls sideways on the page."""

@@ -5,10 +5,13 @@ book's appendix page "Benchmarks").
    batched on the device) against the plain ``DataLoader`` + ``ToTensor`` loop on the same model,
    optimiser and number of images (target: 3x or better on CPU), and against ``fit`` as it was at
    the git revision ``--baseline`` (what a change of the engine costs; target: 1.0x).
+   Where the time goes: the plain loop's data path alone; LeNet-5's training steps alone (NCHW,
+   channels_last, AdamW's foreach and fused implementations, torch.compile); fit's step split into
+   phases and, by torch.profiler, into operators.
 2. The quick-mode time of each chapter (``CNN_BOOK_QUICK=1``, a fresh kernel, as nbval runs it).
    Target: 60 s or less on the book's 2-core CI machine.
 
-Each throughput is measured ``--repeats`` times, the two loops interleaved, and the median is
+Each throughput is measured ``--repeats`` times, every measurement in every repeat, and the median is
 reported: single timings on a shared 2-core machine vary by 30 % from run to run.
 
     python benchmarks/bench.py [--images 20000] [--repeats 3] [--baseline REV] [--skip-chapters]
@@ -91,21 +94,86 @@ def loader_only(images: int, batch_size: int = 128) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def steps_only(images: int, batch_size: int = 128, channels_last: bool = False) -> float:
-    """Images/s of LeNet-5's training steps alone, on batches made beforehand (no data path)."""
+COMPILE_SECONDS: list[float] = []
+
+
+def _step_setup(images: int, batch_size: int, channels_last: bool, **adamw):
+    """LeNet-5 (seed 0), its AdamW and Fashion-MNIST batches made beforehand, in the chosen layout."""
     data = load_fashion_mnist()
     layout = torch.channels_last if channels_last else torch.contiguous_format
     batches = [(x.contiguous(memory_format=layout), y) for x, y in data.batches("train", batch_size, limit=images)]
     torch.manual_seed(0)
     model = get_model("lenet5").to(memory_format=layout)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=5e-4)
+    return model, torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=5e-4, **adamw), batches
+
+
+def steps_only(images: int, batch_size: int = 128, channels_last: bool = False, weights: list | None = None,
+               compiled: bool = False, **adamw) -> float:
+    """Images/s of LeNet-5's training steps alone, on batches made beforehand (no data path).
+
+    ``adamw``: options of ``torch.optim.AdamW`` (``foreach=True``, ``fused=True``); the default is what
+    the plain loop and ``fit`` use on a CPU (torch's for-loop implementation). The trained weights are
+    appended to ``weights`` when it is given, to compare implementations bit for bit. ``compiled``:
+    the model goes through ``torch.compile`` (inductor), compiled for the first and the last batch's
+    shapes before the clock starts; the seconds that took are in ``COMPILE_SECONDS``."""
+    model, opt, batches = _step_setup(images, batch_size, channels_last, **adamw)
+    net = torch.compile(model, dynamic=False) if compiled else model  # one static graph per batch shape
+    if compiled:
+        t0 = time.perf_counter()
+        for x, y in (batches[0], batches[-1]):  # two steps that compile; they also train a little
+            F.cross_entropy(net(x), y).backward()
+        opt.zero_grad(set_to_none=True)
+        COMPILE_SECONDS.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     for x, y in batches:
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return images / (time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    if weights is not None:
+        weights.append([p.detach().clone() for p in model.parameters()])
+    return images / seconds
+
+
+def same_weights(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    """True when two lists of trained weights are equal bit for bit."""
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def step_phases(images: int, batch_size: int = 128) -> dict:
+    """Where the time of fit's step goes (LeNet-5, channels_last, default AdamW).
+
+    Milliseconds per step of the forward pass with the loss, the backward pass and the optimiser
+    (``zero_grad`` and ``step``), timed apart over every batch; then torch.profiler's operators with
+    the most time of their own, as shares of the profiled total (the profiler slows every operator
+    down a little, so its shares, not its times, are what to read)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, opt, batches = _step_setup(images, batch_size, channels_last=True)
+    phases = {"forward and loss": 0.0, "backward": 0.0, "optimiser": 0.0}
+    for x, y in batches:
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t3 = time.perf_counter()
+        for k, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+            phases[k] += dt
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for x, y in batches[:50]:
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    ops = [e for e in prof.key_averages() if not e.key.startswith(("Optimizer.", "ProfilerStep"))]
+    total = sum(e.self_cpu_time_total for e in ops)
+    top = sorted(ops, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
+    return {"ms_per_step": {k: round(1000 * v / len(batches), 3) for k, v in phases.items()},
+            "top_ops": [[e.key, round(e.self_cpu_time_total / total, 3)] for e in top]}
 
 
 def fit_loop(images: int, batch_size: int = 128, fit_fn=fit) -> float:
@@ -147,51 +215,95 @@ def chapter_quick_times() -> dict[str, float]:
     return times
 
 
+def compiled_steps(images: int) -> tuple[float, float]:
+    """``steps_only`` through ``torch.compile``, in a fresh process of its own: inductor's compile
+    workers would otherwise stay behind and share the two cores with every later measurement. Returns
+    images/s and the seconds the compilation took (inductor's on-disk cache, kept between processes,
+    shortens every compilation after the first)."""
+    out = subprocess.run([sys.executable, __file__, "--compiled-steps", str(images)], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    return got["images_per_s"], got["compile_seconds"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=20_000, help="training images per throughput run")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the median is reported")
     ap.add_argument("--baseline", default="9fe3885", help="git revision whose fit() is the engine's baseline")
     ap.add_argument("--skip-chapters", action="store_true")
+    ap.add_argument("--compiled-steps", type=int, metavar="IMAGES", help=argparse.SUPPRESS)  # compiled_steps' process
     args = ap.parse_args()
+    if args.compiled_steps:
+        speed = steps_only(args.compiled_steps, channels_last=True, compiled=True)
+        print(json.dumps({"images_per_s": speed, "compile_seconds": COMPILE_SECONDS[0]}))
+        return
     print(f"Machine: {machine()}; fit() device: {describe_device(torch.device('cpu'))}")
-    print(f"1. LeNet-5 training throughput on CPU, {args.images:,} Fashion-MNIST images, batch 128")
+    print(f"1. LeNet-5 training throughput on CPU, {args.images:,} Fashion-MNIST images, batch 128; every "
+          "measurement in every repeat, so that a slow spell of the machine falls on all of them")
     old_fit = baseline_fit(args.baseline)
-    plains, fits, olds = [], [], []
+    runs: dict[str, list[float]] = {k: [] for k in (
+        "plain", "fit", "baseline", "loader_only", "steps_nchw", "steps_channels_last",
+        "steps_channels_last_foreach", "steps_channels_last_fused", "steps_channels_last_compiled")}
+    weights = {"default": [], "foreach": [], "fused": []}  # AdamW's three implementations, bit for bit
+    compile_seconds = []
     for i in range(args.repeats):
-        plains.append(plain_dataloader_loop(args.images))
-        fits.append(fit_loop(args.images))
-        olds.append(fit_loop(args.images, fit_fn=old_fit))
-        print(f"  repeat {i + 1}: DataLoader + ToTensor {plains[-1]:,.0f} images/s, fit {fits[-1]:,.0f} images/s, "
-              f"fit at {args.baseline} {olds[-1]:,.0f} images/s", flush=True)
-    plain, ours, old = statistics.median(plains), statistics.median(fits), statistics.median(olds)
+        runs["plain"].append(plain_dataloader_loop(args.images))
+        runs["fit"].append(fit_loop(args.images))
+        runs["baseline"].append(fit_loop(args.images, fit_fn=old_fit))
+        runs["loader_only"].append(loader_only(args.images))
+        runs["steps_nchw"].append(steps_only(args.images))
+        for name, adamw in {"": {}, "_foreach": {"foreach": True}, "_fused": {"fused": True}}.items():
+            runs[f"steps_channels_last{name}"].append(
+                steps_only(args.images, channels_last=True, weights=weights[name[1:] or "default"], **adamw))
+        speed, seconds = compiled_steps(args.images)
+        runs["steps_channels_last_compiled"].append(speed)
+        compile_seconds.append(seconds)
+        print(f"  repeat {i + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in runs.items()) + " images/s",
+              flush=True)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    plain, ours, old = med["plain"], med["fit"], med["baseline"]
     print(f"  median: DataLoader + ToTensor {plain:,.0f} images/s, cnn_book.train.fit {ours:,.0f} images/s "
           f"-> {ours / plain:.2f}x (target 3x); against fit at {args.baseline} ({old:,.0f} images/s): "
           f"{ours / old:.2f}x", flush=True)
     result = {
         "date": datetime.date.today().isoformat(), "machine": machine(),
         "default_device": str(default_device()), "images": args.images,
-        "repeats": args.repeats, "plain_runs": [round(v) for v in plains], "fit_runs": [round(v) for v in fits],
+        "repeats": args.repeats, "plain_runs": [round(v) for v in runs["plain"]],
+        "fit_runs": [round(v) for v in runs["fit"]],
         "plain_images_per_s": round(plain), "fit_images_per_s": round(ours), "speedup": round(ours / plain, 2),
-        "baseline": args.baseline, "baseline_runs": [round(v) for v in olds],
+        "baseline": args.baseline, "baseline_runs": [round(v) for v in runs["baseline"]],
         "baseline_images_per_s": round(old), "against_baseline": round(ours / old, 2),
     }
-    print("  where the time goes (medians of as many runs): the plain loop's data path alone, and the training "
-          "steps alone on batches made beforehand")
-    parts = {"loader_only": [], "steps_nchw": [], "steps_channels_last": []}
-    for _ in range(args.repeats):
-        parts["loader_only"].append(loader_only(args.images))
-        parts["steps_nchw"].append(steps_only(args.images))
-        parts["steps_channels_last"].append(steps_only(args.images, channels_last=True))
-    for k, v in parts.items():
-        result[f"{k}_images_per_s"] = round(statistics.median(v))
-        print(f"  {k:22} {statistics.median(v):>9,.0f} images/s", flush=True)
+    print("  where the time goes (medians): the plain loop's data path alone, and the training steps alone on "
+          "batches made beforehand")
+    for k in list(runs)[3:]:
+        result[f"{k}_images_per_s"] = round(med[k])
+        print(f"  {k:28} {med[k]:>9,.0f} images/s", flush=True)
+    for name in ("foreach", "fused"):
+        same = same_weights(weights["default"][0], weights[name][0])
+        result[f"adamw_{name}_same_weights"] = same
+        print(f"  AdamW {name:7} trains the same weights as the default, bit for bit: {same}", flush=True)
     # the plain loop's time per image is its data path's plus its steps'; fit's floor is its steps'
-    ceiling = (1 / result["loader_only_images_per_s"] + 1 / result["steps_nchw_images_per_s"]) * result[
-        "steps_channels_last_images_per_s"]
+    plain_per_image = 1 / result["loader_only_images_per_s"] + 1 / result["steps_nchw_images_per_s"]
+    ceiling = plain_per_image * result["steps_channels_last_images_per_s"]
     result["ratio_ceiling"] = round(ceiling, 2)
-    print(f"  a fit with no overhead at all would be {ceiling:.2f}x the plain loop; it is {ours / plain:.2f}x",
-          flush=True)
+    result["fit_share_of_steps"] = round(ours / med["steps_channels_last"], 2)
+    print(f"  a fit with no overhead at all would be {ceiling:.2f}x the plain loop; it is {ours / plain:.2f}x "
+          f"(fit runs at {result['fit_share_of_steps']:.0%} of its steps' own speed)", flush=True)
+    result["compile_seconds"] = round(statistics.median(compile_seconds), 1)
+    print(f"  torch.compile took {result['compile_seconds']:.1f} s (median) before its steps, not counted above")
+    variants = ("foreach", "fused", "compiled")
+    fastest = max(variants, key=lambda k: result[f"steps_channels_last_{k}_images_per_s"])
+    result["fastest_variant"] = fastest
+    result["ratio_ceiling_fastest"] = round(plain_per_image * result[f"steps_channels_last_{fastest}_images_per_s"], 2)
+    print(f"  with the fastest of these steps ({fastest}), a fit with no overhead would be "
+          f"{result['ratio_ceiling_fastest']:.2f}x", flush=True)
+    result["step"] = step_phases(args.images)
+    print("  fit's step (channels_last), ms per step:",
+          ", ".join(f"{k} {v:.2f}" for k, v in result["step"]["ms_per_step"].items()))
+    print("  operators with the most time of their own (torch.profiler, share of the step):",
+          ", ".join(f"{k} {v:.0%}" for k, v in result["step"]["top_ops"]), flush=True)
     if not args.skip_chapters:
         print("2. Each chapter in quick mode (fresh kernel, as nbval runs it; target 60 s):")
         result["chapter_quick_seconds"] = chapter_quick_times()

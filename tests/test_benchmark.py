@@ -1,0 +1,36 @@
+"""The benchmark's measurements of where LeNet-5's training step spends its time (benchmarks/bench.py)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_foreach_adamw_trains_the_same_weights_bit_for_bit_and_fused_does_not(bench):
+    # what the benchmark page says of AdamW's three implementations, on 20 steps
+    weights = {"default": [], "foreach": [], "fused": []}
+    for name, adamw in {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}.items():
+        assert bench.steps_only(2560, channels_last=True, weights=weights[name], **adamw) > 0
+    assert bench.same_weights(weights["default"][0], weights["foreach"][0])
+    assert not bench.same_weights(weights["default"][0], weights["fused"][0])
+    assert not bench.same_weights(weights["default"][0], weights["default"][0][:-1])
+
+
+def test_the_step_is_split_into_phases_and_operators(bench):
+    step = bench.step_phases(1280)
+    assert list(step["ms_per_step"]) == ["forward and loss", "backward", "optimiser"]
+    assert all(ms > 0 for ms in step["ms_per_step"].values())
+    names = [name for name, _ in step["top_ops"]]
+    assert len(names) == 8 and "aten::convolution_backward" in names
+    shares = [share for _, share in step["top_ops"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1

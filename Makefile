@@ -2,9 +2,11 @@
 #   make book   the website, into _build/html
 #   make test   unit tests, the chapters under nbval (quick mode) and the website in a browser
 #   make student the student edition: the website and the notebooks without solutions, in _build/student
-# Other targets: make notebooks (re-run every chapter in full, saving its outputs), make key (run every
-# training exercise's solution and write the instructor's key, about 80 min on 2 cores), make bench, make lint,
-# make compat (the unit tests and three chapters with the oldest versions pyproject.toml allows, in .venv-compat).
+# Other targets: make notebooks (re-run every chapter in full, saving its outputs), make key (every training
+# exercise's solution in quick mode, about 30 min, then in full with the instructor's key written, about 80 min
+# on 2 cores; make key-check: the quick part alone), make bench, make lint, make gpu-check (every GPU recipe on a
+# GPU for a short budget, about 10 min; not part of make test), make compat (the unit tests and three chapters
+# with the oldest versions pyproject.toml allows, in .venv-compat).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -15,7 +17,7 @@ CPY    := $(COMPAT)/bin/python
 COMPAT_CHAPTERS := chapters/01_simple_cnn.ipynb chapters/05_googlenet.ipynb chapters/08_efficientnet.ipynb
 export CNN_BOOK_PROGRESS ?= 0
 
-.PHONY: book test data notebooks bench lint compat clean student key
+.PHONY: book test data notebooks bench lint compat clean student key key-check gpu-check
 
 $(STAMP): requirements.txt requirements-offline.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,20 +39,27 @@ student: data
 	$(PY) tools/student_edition.py
 
 # Tests never download: CNN_BOOK_OFFLINE=1 makes pretrained weights come from torch's cache or be skipped.
+# The student notebooks are not run again: they differ from the chapters only in Markdown, and
+# tests/test_student.py checks that, and that each is a valid notebook.
 test: data
 	$(VENV)/bin/ruff check .
 	CNN_BOOK_OFFLINE=1 $(PY) -m pytest -q tests
 	CNN_BOOK_OFFLINE=1 CNN_BOOK_QUICK=1 $(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider chapters book
-	$(PY) tools/student_edition.py --notebooks-only
-	CNN_BOOK_OFFLINE=1 CNN_BOOK_QUICK=1 $(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider \
-		_build/student/notebooks
 
 notebooks: data
 	$(PY) tools/execute_notebooks.py chapters/*.ipynb book/*.ipynb
 
-key: data
+# Every solution in quick mode after its chapter's set-up (a unit test marked "key", left out of make test).
+key-check: data
+	CNN_BOOK_OFFLINE=1 $(PY) -m pytest -q -m key tests/test_instructor_key.py
+
+key: key-check
 	$(PY) tools/instructor_key.py run
 	$(PY) tools/instructor_key.py page
+
+# On a machine with a GPU: every GPU recipe for a short budget, written to benchmarks/gpu_check.json.
+gpu-check: data
+	$(PY) tools/gpu_check.py
 
 bench: data
 	$(PY) benchmarks/bench.py
@@ -69,7 +78,7 @@ $(COMPAT)/.installed: requirements-compat.txt pyproject.toml
 
 compat: $(COMPAT)/.installed
 	$(CPY) -m cnn_book.data
-	CNN_BOOK_OFFLINE=1 $(CPY) -m pytest -q tests -m "not browser"
+	CNN_BOOK_OFFLINE=1 $(CPY) -m pytest -q tests -m "not browser and not key"
 	CNN_BOOK_OFFLINE=1 CNN_BOOK_QUICK=1 $(CPY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider \
 		$(COMPAT_CHAPTERS)
 

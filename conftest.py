@@ -1,5 +1,5 @@
 """How long each notebook takes under nbval (``make test`` runs every chapter in quick mode, and the
-book's budget is 60 s a chapter): the cells' times, kernel start included, summed per notebook and
+book's budget is 45 s a chapter): the cells' times, kernel start included, summed per notebook and
 printed at the end of the run, slowest first, with the ones over budget marked."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-BUDGET_SECONDS = 60.0
+BUDGET_SECONDS = 45.0
 _seconds: dict[str, float] = defaultdict(float)
 
 

@@ -167,11 +167,13 @@ def diagram(model: nn.Module, input_shape: tuple[int, ...] | None = None, depth:
     from torchview import draw_graph
 
     shape = _default_shape(model, input_shape)
+    # where the model is: a model built on the meta device is traced there, computing nothing
+    device = next(iter(model.parameters()), torch.empty(0)).device
     was_training = model.training
     try:
-        x = torch.zeros(1, *shape, dtype=getattr(model, "input_dtype", torch.float32))  # pixels or token ids
+        x = torch.zeros(1, *shape, dtype=getattr(model, "input_dtype", torch.float32), device=device)  # pixels or ids
         graph = draw_graph(model, input_data=x, depth=depth, hide_inner_tensors=True,
-                           hide_module_functions=True, roll=False, expand_nested=False, device="cpu",
+                           hide_module_functions=True, roll=False, expand_nested=False, device=device,
                            mode="eval")
     except Exception as e:  # torchview wraps the model's own error; say which model and input failed
         raise ValueError(f"could not trace {type(model).__name__} on an input of shape {shape}: {e}") from e

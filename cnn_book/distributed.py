@@ -5,7 +5,8 @@
 ``torchrun`` starts N copies of the program and tells each who it is through the environment
 (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``). ``fit`` reads it
 (``world()``), joins the process group (nccl between GPUs, gloo between CPU processes) and then
-changes only four things, all here:
+changes only four things, all here, behind ``Group`` (what ``fit`` asks: which device is this
+process's, which slice of a batch is its own, what is summed at the end of an epoch, who prints):
 
 - every process holds the whole model, wrapped in ``DistributedDataParallel``, which averages the
   gradients over the processes (an all-reduce) during the backward pass, so the weights stay equal;
@@ -32,14 +33,18 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["World", "world", "init", "local_batch", "shard_batches", "all_reduce_sums", "steps_per_epoch",
-           "wrap", "unused_parameters", "broadcast_buffers", "ring_all_reduce_bytes", "time_all_reduce"]
+from .device import default_device, describe_device
+
+__all__ = ["Group", "World", "world", "device_for", "init", "local_batch", "shard_batches", "all_reduce_sums",
+           "steps_per_epoch", "wrap", "unused_parameters", "broadcast_buffers", "ring_all_reduce_bytes",
+           "time_all_reduce"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,23 @@ def world(environ: dict | None = None) -> World:
     if w.size < 1 or not 0 <= w.rank < w.size:
         raise ValueError(f"RANK={w.rank} does not fit WORLD_SIZE={w.size}: a rank runs from 0 to WORLD_SIZE - 1")
     return w
+
+
+def device_for(w: World, device: torch.device | str | None = None) -> torch.device:
+    """The device this process trains on: ``device`` if given ("cuda" under torchrun meaning the
+    process's own GPU, ``LOCAL_RANK``); else under torchrun the GPU of ``LOCAL_RANK`` (the CPU on a
+    machine without one); else ``default_device()``."""
+    if device is None and w.distributed:  # one GPU per process, by its rank on the machine
+        gpus = torch.cuda.device_count()
+        if gpus and w.local_rank >= gpus:
+            raise ValueError(f"process {w.local_rank} of this machine has no GPU of its own: the machine has "
+                             f"{gpus}; start at most {gpus} processes (torchrun --nproc-per-node {gpus}), or "
+                             "train on the CPU (device='cpu')")
+        device = torch.device("cuda", w.local_rank) if gpus else torch.device("cpu")
+    device = torch.device(device) if device is not None else default_device()
+    if w.distributed and device.type == "cuda" and device.index is None:  # "cuda": this process's own GPU
+        device = torch.device("cuda", w.local_rank)
+    return device
 
 
 def init(w: World, device: torch.device) -> None:
@@ -197,6 +219,81 @@ def all_reduce_sums(sums: dict, w: World) -> dict:
             dist.all_gather_object(gathered, v)
             out[k] = functools.reduce(operator.add, gathered)
     return out
+
+
+class Group:
+    """This process and the others it trains with; one process alone is a group of one, for which
+    every method does what a plain loop does. ``Group.start(device)`` reads torchrun's variables
+    and joins the process group; ``fit`` asks it the four things that differ:
+
+    - ``device``: this process's device (``device_for``);
+    - ``shard(batches)``: this process's slice of every global batch of ``global_batch(b)`` items;
+    - ``sum(sums)``: figures added over the processes (the epoch's sums, a window of steps);
+    - ``say(...)``: print, from rank 0 only.
+    """
+
+    def __init__(self, w: World, device: torch.device) -> None:
+        self.world, self.device = w, device
+
+    @classmethod
+    def start(cls, device: torch.device | str | None = None) -> Group:
+        w = world()
+        group = cls(w, device_for(w, device))
+        init(w, group.device)
+        return group
+
+    @property
+    def size(self) -> int:
+        return self.world.size
+
+    @property
+    def rank(self) -> int:
+        return self.world.rank
+
+    @property
+    def main(self) -> bool:
+        return self.world.main
+
+    def say(self, *lines: str) -> None:
+        """Print ``lines`` from rank 0; the other processes print nothing."""
+        if self.main:
+            for line in lines:
+                print(line)
+
+    def describe(self) -> str:
+        """'cpu (2 threads)', or 'cpu (2 threads) x 2 processes' under torchrun."""
+        one = describe_device(self.device)
+        return f"{one} x {self.size} processes" if self.world.distributed else one
+
+    def global_batch(self, batch_size: int) -> int:
+        return batch_size * self.size
+
+    def check_sizes(self, n_train: int, n_test: int) -> None:
+        if self.world.distributed and min(n_train, n_test) < 2 * self.size:
+            raise ValueError(f"{self.size} processes need at least {2 * self.size} training and test items "
+                             f"(2 each), got {n_train:,} and {n_test:,}")
+
+    def steps_per_epoch(self, n: int, batch_size: int) -> int:
+        return steps_per_epoch(n, batch_size, self.world)
+
+    def shard(self, batches):
+        return shard_batches(batches, self.world)
+
+    def sum(self, sums: dict) -> dict:
+        return all_reduce_sums(sums, self.world)
+
+    def wrap(self, model: nn.Module, unused: Callable[[], list[str]]) -> tuple[nn.Module, bool]:
+        """(what the steps run, whether DDP must look for parameters without a gradient): the model
+        itself for one process; else DDP(model), ``unused()`` naming the parameters the loss leaves out."""
+        find_unused = self.world.distributed and bool(unused())
+        return wrap(model, self.world, self.device, find_unused), find_unused
+
+    def end_epoch(self, model: nn.Module, losses: dict, sums: dict, counts: dict) -> tuple[dict, dict, dict]:
+        """The epoch's sums over all processes; rank 0's batch-norm statistics copied to all."""
+        if not self.world.distributed:
+            return losses, sums, counts
+        broadcast_buffers(model, self.world)
+        return self.sum(losses), self.sum(sums), self.sum(counts)
 
 
 def ring_all_reduce_bytes(numel: int, processes: int, bytes_per_value: int = 4) -> float:

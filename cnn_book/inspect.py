@@ -9,8 +9,7 @@ tensor from layer to layer and stops where the network branches or flattens.
 
 from __future__ import annotations
 
-import statistics
-import time
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -238,12 +237,31 @@ def gradient_norms(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
 
 
 @torch.inference_mode()
-def latency(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_size: int = 1, repeats: int = 10,
-            warmup: int = 2, device: torch.device | str = "cpu") -> float:
-    """Median wall time in seconds of one forward pass of a ``batch_size`` batch in eval mode, after
-    ``warmup`` untimed passes: the figure a user of the model waits for, which FLOPs only estimate
-    (memory traffic, kernel launches and poorly vectorised layers such as depthwise convolutions
-    cost time that FLOPs do not count). CUDA work is synchronised before each clock reading."""
+def _benchmark_timer():
+    """``torch.utils.benchmark.Timer``, imported without the warning its C++-extension helper logs on
+    a machine with a CUDA compiler but no GPU ("No CUDA runtime is found"), which says nothing about
+    timing and would sit in a chapter's output."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils.benchmark import Timer
+    finally:
+        log.setLevel(level)
+    return Timer
+
+
+def latency(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_size: int = 1,
+            min_run_time: float = 0.2, device: torch.device | str = "cpu") -> float:
+    """Median wall time in seconds of one forward pass of a ``batch_size`` batch in eval mode: the
+    figure a user of the model waits for, which FLOPs only estimate (memory traffic, kernel launches
+    and poorly vectorised layers such as depthwise convolutions cost time that FLOPs do not count).
+
+    Measured by ``torch.utils.benchmark.Timer.blocked_autorange``: untimed passes warm up and choose
+    how many passes a timed block holds (enough that the clock's own cost is negligible), then
+    blocks are timed until ``min_run_time`` seconds are spent; the median block, per pass. The Timer
+    synchronises CUDA work before each clock reading and runs on all of torch's threads."""
+    Timer = _benchmark_timer()
     device = torch.device(device)
     shape = _default_shape(model, input_shape)
     if getattr(model, "input_dtype", None) == torch.long:  # token ids
@@ -252,16 +270,8 @@ def latency(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_
         x = torch.randn(batch_size, *shape, device=device)
     was_training = model.training
     model.eval().to(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times = []
+    timer = Timer("model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads())
     try:
-        for i in range(warmup + repeats):
-            sync()
-            start = time.perf_counter()
-            model(x)
-            sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
+        return timer.blocked_autorange(min_run_time=min_run_time).median
     finally:
         model.train(was_training)
-    return statistics.median(times)

@@ -158,10 +158,10 @@ def training_curves(*histories: History, labels: Sequence[str] | None = None) ->
         steps_per_epoch = (h.steps[-1] / h.epochs[-1]) if h.steps and h.epochs else 1
         if h.steps:
             ax1.plot([s / steps_per_epoch for s in h.steps], h.step_loss, alpha=0.35, lw=1)
-        line, = ax1.plot(h.epochs, h.train_loss, "o-", label=f"{label} train")
-        ax1.plot(h.epochs, h.test_loss, "s--", color=line.get_color(), label=f"{label} test")
-        ax2.plot(h.epochs, [100 * a for a in h.train_acc], "o-", color=line.get_color(), label=f"{label} train")
-        ax2.plot(h.epochs, [100 * a for a in h.test_acc], "s--", color=line.get_color(), label=f"{label} test")
+        line, = ax1.plot(h.epochs, h["train_loss"], "o-", label=f"{label} train")
+        ax1.plot(h.epochs, h["test_loss"], "s--", color=line.get_color(), label=f"{label} test")
+        ax2.plot(h.epochs, [100 * a for a in h["train_acc"]], "o-", color=line.get_color(), label=f"{label} train")
+        ax2.plot(h.epochs, [100 * a for a in h["test_acc"]], "s--", color=line.get_color(), label=f"{label} test")
     ax1.set(title="Loss (thin: every step)", xlabel="epoch", ylabel="loss")
     ax2.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (ax1, ax2):

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
+from .device import default_device
+
 # What each data set feeds a model before resizing: (C, H, W), classes, training images, task.
 DATASETS = {
     "fashion_mnist": ((1, 28, 28), 10, 60_000, "classification"),
@@ -257,13 +259,11 @@ RECIPES: dict[str, dict[str, Recipe]] = {
 
 
 def get(name: str, device: torch.device | str | None = None) -> Recipe:
-    """The recipe of run ``name`` for ``device`` (default: ``train.default_device()``): the GPU
+    """The recipe of run ``name`` for ``device`` (default: ``device.default_device()``): the GPU
     one on CUDA, the CPU one on a CPU or Apple's MPS."""
     if name not in RECIPES:
         raise ValueError(f"no recipe named {name!r}; the recipes are {', '.join(RECIPES)}")
     if device is None:
-        from .train import default_device
-
         device = default_device()
     return RECIPES[name]["gpu" if torch.device(device).type == "cuda" else "cpu"]
 

@@ -14,8 +14,9 @@ import re
 import warnings
 from pathlib import Path
 
-from .download import remove_stale
+from .files import atomic_write
 from .inspect import ModelSummary
+from .tasks import TASKS
 from .train import History
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "book" / "results"
@@ -56,23 +57,12 @@ def record(key: str, chapter: str, history: History, summary: ModelSummary) -> P
         "train_seconds": round(history.train_seconds, 1), "wall_seconds": round(history.wall_seconds, 1),
         "images_per_s": round(history.images_per_s), "device": history.device, "task": history.task,
     }
-    if history.curves.get("test_miou"):  # segmentation: test_acc is pixel accuracy; the mean IoU is kept too
-        row["test_miou"] = _finite(history.curves["test_miou"][-1])
-    if history.task == "generative":  # no accuracy: the test negative ELBO, nats per image, is the figure
-        row["test_nelbo"] = _finite(history.curves["test_loss"][-1])
-    if history.task == "language_model":  # test_acc is the share of tokens predicted right; bits per token too
-        row["test_bits"] = _finite(history.curves["test_bits"][-1])
-    if history.task == "detection":  # no accuracy: the test mAP@0.5 (VOC's IoU) and COCO's mAP@[.5:.95]
-        row["test_map50"] = _finite(history.curves["test_map50"][-1])
-        row["test_map"] = _finite(history.curves["test_map"][-1])
+    # the task's own figures: the mean IoU, the negative ELBO, bits per token, mAP (None if it diverged)
+    if history.task in TASKS:
+        row.update({k: _finite(v) for k, v in TASKS[history.task]().results(history.curves).items()})
     path = folder / f"{key}.json"
-    remove_stale(folder, f".{key}.json.")  # a killed writer's temporary file
-    tmp = folder / f".{key}.json.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(json.dumps(row, indent=1, allow_nan=False) + "\n")
-        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, "w") as f:  # readers see the old row or the new one, never half of one
+        f.write(json.dumps(row, indent=1, allow_nan=False) + "\n")
     print(f"Recorded in the book's results table: {path.name}")
     return path
 

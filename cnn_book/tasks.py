@@ -12,7 +12,8 @@ and says how its figures are printed (``epoch_line``, ``summary_line``). It is t
 with ``compile(loss, metrics)`` and fastai with ``Learner(loss_func, metrics)``.
 
 The data names its task (``ImageData.task = "classification"``); ``TASKS`` maps the name to the
-class. A new kind of chapter registers its task with ``@register_task`` and leaves ``fit`` alone.
+class. A new kind of chapter adds its task to ``TASKS`` and leaves ``fit`` alone. ``results`` says
+which figures of a run go into the book's results table (``cnn_book.results``).
 """
 
 from __future__ import annotations
@@ -24,14 +25,6 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-TASKS: dict[str, type[Task]] = {}
-
-
-def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: make a task available under its ``name`` (what a data object names)."""
-    TASKS[cls.name] = cls
-    return cls
 
 
 def get_task(name: str, **options) -> Task:
@@ -82,6 +75,11 @@ class Task:
     def summary_line(self, test: dict[str, float]) -> str:
         return self.epoch_line({}, test)
 
+    def results(self, curves: dict[str, list[float]]) -> dict[str, float]:
+        """The figures of a run's ``History.curves`` that its row of the results table keeps besides
+        the test accuracy: none for a classifier."""
+        return {}
+
 
 def main_output(output) -> Tensor:
     """The prediction itself: a model with auxiliary heads (GoogLeNet in training) returns a tuple."""
@@ -110,7 +108,6 @@ def dice_loss(logits: Tensor, y: Tensor, eps: float = 1.0) -> Tensor:
     return 1 - dice.mean()
 
 
-@register_task
 class Classification(Task):
     """One class per image: logits (N, K) against labels (N,). Cross-entropy, accuracy.
 
@@ -167,7 +164,6 @@ class Classification(Task):
         return f"test accuracy {test['acc']:.2%}"
 
 
-@register_task
 class Segmentation(Classification):
     """A class for every pixel: logits (N, K, H, W) against masks (N, H, W), cropped to the output
     when it is smaller (``dense_targets``). Accuracy counts pixels; the mean IoU averages
@@ -230,8 +226,10 @@ class Segmentation(Classification):
     def summary_line(self, test):
         return f"test pixel accuracy {test['acc']:.2%} | test mIoU {test['miou']:.3f}"
 
+    def results(self, curves):
+        return {"test_miou": curves["test_miou"][-1]}  # test_acc is the pixel accuracy
 
-@register_task
+
 class Generative(Task):
     """A model of the images themselves (the VAE): the target is the input, the output a
     ``VAEOutput`` (logits, mu, logvar, z). The loss is reconstruction + beta * KL, both summed over
@@ -298,25 +296,10 @@ class Generative(Task):
         return (f"test negative ELBO {test['loss']:.2f} nats per image "
                 f"(reconstruction {test['reconstruction']:.2f} + KL {test['kl']:.2f})")
 
-
-class _Detections:
-    """Detections and ground truths of the images scored so far, kept as lists: what ``fit`` adds
-    over batches (``+``) and weighs (``*``, a no-op) like the other tasks' sums."""
-
-    def __init__(self, preds: list[dict], targets: list[dict]) -> None:
-        self.preds, self.targets = preds, targets
-
-    def __add__(self, other):
-        return self if isinstance(other, int) and other == 0 else _Detections(self.preds + other.preds,
-                                                                               self.targets + other.targets)
-
-    __radd__ = __add__
-
-    def __mul__(self, weight):
-        return self
+    def results(self, curves):
+        return {"test_nelbo": curves["test_loss"][-1]}  # no accuracy: the negative ELBO, nats per image
 
 
-@register_task
 class Detection(Task):
     """Boxes on YOLO v1's grid: outputs and targets are (N, S, S, 5B + C). The loss is the paper's,
     with its four parts (``models.yolo.yolo_loss``). On held-out data each image's grid is decoded to
@@ -336,6 +319,7 @@ class Detection(Task):
         if label_smoothing:
             raise ValueError("label_smoothing is for class labels; YOLO v1's class scores are regressed")
         self.num_boxes = num_boxes  # B, boxes per cell (the data's, once ``check`` has seen it)
+        self.map = None  # the held-out images' mAP, a torchmetrics metric (made when first needed)
 
     def loss(self, model, output, target):
         from .models.yolo import yolo_loss
@@ -343,22 +327,26 @@ class Detection(Task):
         return yolo_loss(output, target, getattr(model, "num_boxes", self.num_boxes))
 
     def score(self, output, target):
+        """Held-out images update the task's mAP metric (torchmetrics' ``MeanAveragePrecision``, which
+        also gathers the images of every process under torchrun); the sums count them."""
         if output.requires_grad:  # a training step
             return {}
         from .models.yolo import detections, truths
 
         b = self.num_boxes
-        preds = [detections(g, num_boxes=b) for g in output]
-        return {"detections": _Detections(preds, [truths(t, num_boxes=b) for t in target])}
+        if self.map is None:
+            from .models.yolo import coco_map
+
+            self.map = coco_map()
+        self.map.update([detections(g, num_boxes=b) for g in output], [truths(t, num_boxes=b) for t in target])
+        return {"images": len(output)}
 
     def metrics(self, sums):
-        if "detections" not in sums:
+        """mAP@[.5:.95] and mAP@0.5 of the images scored since the last call (then it starts again)."""
+        if "images" not in sums or self.map is None:
             return {}
-        from .models.yolo import coco_map
-
-        m = coco_map()
-        m.update(sums["detections"].preds, sums["detections"].targets)
-        r = m.compute()
+        r = self.map.compute()
+        self.map.reset()
         return {"map": float(r["map"]), "map50": float(r["map_50"])}
 
     def check(self, output, target, data):
@@ -386,8 +374,10 @@ class Detection(Task):
     def summary_line(self, test):
         return f"test mAP@0.5 {test['map50']:.3f} | COCO mAP@[.5:.95] {test['map']:.3f}"
 
+    def results(self, curves):
+        return {"test_map50": curves["test_map50"][-1], "test_map": curves["test_map"][-1]}
 
-@register_task
+
 class LanguageModel(Task):
     """A token to predict at every position: logits (N, T, vocab) against targets (N, T), where -100
     marks a position without a target (``text.IGNORE``: the unmasked tokens of BERT's inputs, so
@@ -443,6 +433,13 @@ class LanguageModel(Task):
     def summary_line(self, test):
         return (f"test loss {test['loss']:.3f} nats/token = {test['bits']:.3f} bits/token | "
                 f"test token accuracy {test['acc']:.2%}")
+
+    def results(self, curves):
+        return {"test_bits": curves["test_bits"][-1]}  # test_acc is the share of tokens predicted right
+
+
+TASKS: dict[str, type[Task]] = {t.name: t for t in (Classification, Segmentation, Generative, Detection,
+                                                      LanguageModel)}
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:

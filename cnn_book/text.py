@@ -11,7 +11,7 @@ still hold their copyright (and some that a classroom would not want a model to 
 PyPI's ``names`` is a list of names, not sentences.
 
 ``kjv_verses()`` runs ``bible -f Gen1:1-Rev22:21`` once, checks the SHA-256 of what it prints and
-keeps it in the cache (``data.cache_dir()``); after that the program is not needed. Each verse
+keeps it in the cache (``files.cache_dir()``); after that the program is not needed. Each verse
 carries its book, chapter and number; ``SECTIONS`` groups the 66 books into six parts of the
 canon, the labels of the classification task. ``split_verses`` holds out the last tenth of every
 book (by position, not at random: neighbouring verses are too alike for a random split to be
@@ -40,7 +40,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .data import DataError, batch_indices, cache_dir
+from .data.images import batch_indices
+from .files import DataError, atomic_write, cache_dir
 
 # What ``bible -f Gen1:1-Rev22:21`` prints with Debian's bible-kjv 4.38: one verse per line, "Ge1:1 In the ..."
 KJV_COMMAND = ("bible", "-f", "Gen1:1-Rev22:21")
@@ -106,11 +107,13 @@ def kjv_text(command: Sequence[str] = KJV_COMMAND, sha256: str = KJV_SHA256) -> 
     """The verified text as ``bible -f`` prints it, one verse per line, from the cache or (once) the
     program. A missing program, a failed run or other bytes raise ``DataError`` saying what to do."""
     path = _kjv_file()
-    if path.exists():
+    try:
         data = path.read_bytes()
         if _sha256_bytes(data) == sha256:
             return data.decode("utf-8")
-        path.unlink()  # a damaged or foreign file: made again below
+        path.unlink(missing_ok=True)  # a damaged or foreign file: made again below
+    except FileNotFoundError:  # not there yet (or another process dropped a damaged one a moment ago)
+        pass
     if shutil.which(command[0]) is None:
         raise DataError(f"The King James Bible comes from Debian's package bible-kjv, whose program {command[0]!r} "
                         f"is not installed (and {path} does not hold the text yet). Install it with\n"
@@ -125,10 +128,8 @@ def kjv_text(command: Sequence[str] = KJV_COMMAND, sha256: str = KJV_SHA256) -> 
         raise DataError(f"{' '.join(command)} printed {len(run.stdout):,} bytes with SHA-256 {got}, not the text "
                         f"the book was made with ({sha256}): another version of bible-kjv-text? Reinstall it with "
                         "sudo apt-get install --reinstall bible-kjv-text")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    tmp.write_bytes(run.stdout)
-    tmp.replace(path)
+    with atomic_write(path) as f:  # a name of its own: several processes may fill the cache at once (torchrun)
+        f.write(run.stdout)
     return run.stdout.decode("utf-8")
 
 
@@ -335,6 +336,10 @@ class TokenData:
 
     def describe(self, n_train: int, n_test: int) -> str:
         return f"{n_train:,} train / {n_test:,} test sequences of {self.input_shape[0]} tokens"
+
+    def rate(self, per_second: float) -> str:
+        """'120 train sequences/s (7,680 tokens/s)': a sequence holds T tokens."""
+        return f"{per_second:,.0f} train {self.unit}/s ({per_second * self.input_shape[0]:,.0f} tokens/s)"
 
 
 def causal_lm_data(train_ids: Sequence[int] | Tensor, test_ids: Sequence[int] | Tensor, block_size: int,

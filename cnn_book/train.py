@@ -3,35 +3,33 @@
 - What differs between kinds of work (the loss and its parts, the metrics, the checks) lives in a
   task (``cnn_book.tasks``); the data names its task, so ``fit(model, data, epochs)`` serves them all.
 - The device is chosen automatically (cuda, then mps, then cpu) and the precision follows it
-  (``precision_for``): bf16 autocast on CUDA compute capability 8.0 or higher, fp16 autocast with
-  a GradScaler below that (Colab's T4), fp32 on CPU and MPS unless asked.
+  (``cnn_book.device.precision_for``): bf16 autocast on CUDA compute capability 8.0 or higher, fp16
+  autocast with a GradScaler below that (Colab's T4), fp32 on CPU and MPS unless asked.
+- Under torchrun, what differs between processes is asked of a ``distributed.Group``.
 - channels_last memory layout on CUDA and CPU (20-30 % faster for the small CNNs of the first
   chapters on a 2-core CPU, measured). Data stay on the device (``cnn_book.data.ImageData``).
 - Mistakes are caught before the first step (``check_setup``), in the reader's words.
 - Every run prints the device, the precision, the wall time, the training images per second and
   the task's figures. Quick mode (``CNN_BOOK_QUICK=1``, what ``make test`` runs the chapters with)
   caps training to ``QUICK_EPOCHS`` epochs of ``QUICK_TRAIN_IMAGES`` images, and says so.
+
+The command line, ``python -m cnn_book.train --recipe NAME``, is ``cnn_book.cli``.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import copy
-import json
-import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import distributed
 from .data import ImageData
-from .distributed import World
+from .device import PRECISIONS, Precision, default_device, describe_device, precision_for
+from .distributed import Group, World
 from .settings import progress_bars, quick_mode
 from .tasks import SegmentationScores, Task, dense_targets, dice_loss, get_task, main_output
 
@@ -40,81 +38,17 @@ __all__ = ["fit", "evaluate", "predict", "segmentation_scores", "precision_for",
            "SegmentationScores"]
 
 QUICK_EPOCHS = 2
-QUICK_TRAIN_IMAGES = 2048
-QUICK_TEST_IMAGES = 1000
-ONE_PROCESS = World()  # no torchrun: this process is the whole run
-
-
-
-def default_device() -> torch.device:
-    """cuda if there is a GPU, else mps (Apple silicon), else cpu."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def describe_device(device: torch.device) -> str:
-    """'cuda (Tesla T4)', 'cpu (2 threads)', ... for the printed summaries."""
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    if device.type == "cpu":
-        n = torch.get_num_threads()
-        return f"cpu ({n} thread{'s' if n != 1 else ''})"
-    return device.type
-
-
-@dataclass(frozen=True)
-class Precision:
-    """How the forward pass computes: ``name`` "fp32", "bf16" or "fp16"; ``dtype`` is autocast's."""
-
-    name: str
-    dtype: torch.dtype | None = None
-
-    @property
-    def scaled(self) -> bool:
-        """fp16's range ends at 65,504, so small gradients underflow: the loss is scaled up and the
-        gradients down again (``torch.amp.GradScaler``). bf16 has fp32's range and needs no scaler."""
-        return self.name == "fp16"
-
-    def autocast(self, device: torch.device):
-        return torch.autocast(device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
-
-
-PRECISIONS = {"fp32": Precision("fp32"), "bf16": Precision("bf16", torch.bfloat16),
-              "fp16": Precision("fp16", torch.float16)}
-
-
-def precision_for(device: torch.device | str, capability: tuple[int, int] | None = None,
-                  prefer: str | None = None) -> Precision:
-    """The precision ``fit`` trains in on ``device``.
-
-    - ``prefer`` ("fp32", "bf16" or "fp16") when given: what you ask for, on any device.
-    - CUDA with compute capability 8.0 or higher (A100, L4, RTX 30xx, H100): bf16 autocast.
-    - CUDA below 8.0 (Colab's T4 is 7.5, a V100 7.0): fp16 autocast with a GradScaler; these GPUs
-      have fp16 tensor cores and no bf16 ones.
-    - CPU and MPS: fp32.
-
-    ``capability`` stands in for ``torch.cuda.get_device_capability(device)`` (for tests).
-    """
-    if prefer is not None:
-        if prefer not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {prefer!r}")
-        return PRECISIONS[prefer]
-    device = torch.device(device)
-    if device.type != "cuda":
-        return PRECISIONS["fp32"]
-    capability = capability or torch.cuda.get_device_capability(device)
-    return PRECISIONS["bf16" if tuple(capability) >= (8, 0) else "fp16"]
+QUICK_TRAIN_IMAGES = 1024
+QUICK_TEST_IMAGES = 500
+ONE_PROCESS = Group(World(), torch.device("cpu"))  # no torchrun: this process is the whole run (its device unused)
 
 
 @dataclass
 class History:
     """What ``fit`` measured. ``curves`` holds one value per epoch under "train_<name>" and
     "test_<name>" (the loss, its parts, the task's metrics: "test_acc", "test_miou", ...), which
-    read as attributes too (``history.test_acc``); ``step_curves`` the loss and metrics over each
-    ``log_every`` training steps."""
+    ``history["test_acc"]`` reads; ``step_curves`` the loss and metrics over each ``log_every``
+    training steps."""
 
     model: str = ""
     task: str = ""
@@ -133,15 +67,26 @@ class History:
     skipped_steps: int = 0  # fp16: steps the GradScaler skipped because a gradient overflowed
     processes: int = 1  # under torchrun: how many trained together (train_images counts all of theirs)
 
-    def __getattr__(self, name: str):
-        curves = self.__dict__.get("curves", {})
-        if name in curves:
-            return curves[name]
-        raise AttributeError(f"History has no {name!r}; its curves are {', '.join(sorted(curves))}")
+    def __getitem__(self, name: str) -> list[float]:
+        if name not in self.curves:
+            raise KeyError(f"History has no curve {name!r}; its curves are {', '.join(sorted(self.curves))}")
+        return self.curves[name]
 
     def log(self, where: str, values: dict[str, float]) -> None:
         for k, v in values.items():
             self.curves.setdefault(f"{where}_{k}", []).append(v)
+
+    def add_epoch(self, epoch: int, train: dict[str, float], test: dict[str, float], seconds: float) -> None:
+        self.epochs.append(epoch)
+        self.log("train", train)
+        self.log("test", test)
+        self.epoch_seconds.append(seconds)
+
+    def add_window(self, step: int, values: dict[str, float]) -> None:
+        """The loss and metrics of the ``log_every`` steps that end at ``step``."""
+        self.steps.append(step)
+        for k, v in values.items():
+            self.step_curves.setdefault(k, []).append(v)
 
     @property
     def step_loss(self) -> list[float]:
@@ -174,13 +119,6 @@ def _to_model_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if _channels_last(device) and x.dim() == 4 else x
 
 
-def describe_data(data, n_train: int, n_test: int) -> str:
-    """'60,000 train / 10,000 test images, 1x28x28' (or the data's own ``describe``: token sequences)."""
-    if hasattr(data, "describe"):
-        return data.describe(n_train, n_test)
-    return f"{n_train:,} train / {n_test:,} test images, {'x'.join(map(str, data.input_shape))}"
-
-
 def _count(data: ImageData, split: str, limit: int | None) -> int:
     n = len(data.split(split)[0])
     if n == 0 or limit == 0:
@@ -196,7 +134,7 @@ def _add(sums: dict, values: dict, weight: float = 1) -> None:
 
 
 @torch.no_grad()
-def _run(model, data, split, batch_size, limit, task, precision, world: World = ONE_PROCESS) -> tuple[dict, dict, int]:
+def _run(model, data, split, batch_size, limit, task, precision, group: Group = ONE_PROCESS) -> tuple[dict, dict, int]:
     """(loss sums weighted by images, the task's score sums, images) of ``model`` over ``split``;
     under torchrun each process scores its slice of every batch and the sums are added up."""
     if limit is None and quick_mode():
@@ -206,7 +144,7 @@ def _run(model, data, split, batch_size, limit, task, precision, world: World = 
     was_training = model.training
     model.eval()
     losses, sums, n = {}, {}, 0
-    for x, y in distributed.shard_batches(data.batches(split, batch_size * world.size, limit=limit), world):
+    for x, y in group.shard(data.batches(split, group.global_batch(batch_size), limit=limit)):
         with precision.autocast(device):
             out = model(_to_model_layout(x, device))
             loss, parts = task.evaluation_loss(model, out, y)
@@ -214,23 +152,20 @@ def _run(model, data, split, batch_size, limit, task, precision, world: World = 
         _add(sums, task.score(out, y))
         n += len(x)
     model.train(was_training)
-    if world.distributed:
-        losses, sums = distributed.all_reduce_sums(losses, world), distributed.all_reduce_sums(sums, world)
-        n = distributed.all_reduce_sums({"n": n}, world)["n"]
-    return losses, sums, n
+    return group.sum(losses), group.sum(sums), group.sum({"n": n})["n"]
 
 
 def evaluate(model: nn.Module, data: ImageData, split: str = "test", batch_size: int | None = None,
              limit: int | None = None, *, task: Task | None = None, precision: str | None = None,
-             world: World = ONE_PROCESS) -> dict[str, float]:
+             group: Group = ONE_PROCESS) -> dict[str, float]:
     """The task's loss, its parts and its metrics of ``model`` on ``split``, on the data's device:
     ``{"loss": 0.31, "acc": 0.89}`` for a classifier. In quick mode ``limit`` defaults to
     ``QUICK_TEST_IMAGES``; ``batch_size`` defaults to the task's ``eval_batch_size``. With a
-    ``world`` of several processes (``fit`` under torchrun), every one of them must call it."""
+    ``group`` of several processes (``fit`` under torchrun), every one of them must call it."""
     task = task or get_task(data.task)
     batch_size = batch_size or task.eval_batch_size
     losses, sums, n = _run(model, data, split, batch_size, limit, task, precision_for(data.device, prefer=precision),
-                           world)
+                           group)
     return {**{k: v.item() / n for k, v in losses.items()}, **task.metrics(sums)}
 
 
@@ -342,20 +277,62 @@ def _schedule(sched, skipped: bool) -> None:
         sched.step()
 
 
-def _silent(*args, **kwargs) -> None:
-    """What the processes other than rank 0 print: nothing."""
+def _scheduler(schedule: str, opt: torch.optim.Optimizer, total_steps: int):
+    if schedule == "one-cycle":  # warm-up to each group's rate, then annealing to almost 0
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                   total_steps=total_steps)
+    if schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    raise ValueError(f"schedule must be 'one-cycle' or 'constant', got {schedule!r}")
 
 
 def _unused_parameters(model: nn.Module, data, task: Task, precision: Precision) -> list[str]:
     """The trainable parameters the task's loss leaves without a gradient, from one training-mode
     forward pass of two items; the model's state (batch norm statistics) is put back after it."""
+    from .distributed import unused_parameters
+
     state = copy.deepcopy(model.state_dict())
     x, y = next(data.batches("train", 2))
     with precision.autocast(data.device):
         loss, _ = task.loss(model, model.train()(_to_model_layout(x, data.device)), y)
-    names = distributed.unused_parameters(model, loss)
+    names = unused_parameters(model, loss)
     model.load_state_dict(state)
     return names
+
+
+def _limits(data, epochs: int) -> tuple[int, int | None, int | None]:
+    """(epochs, training items, test items): as asked, or quick mode's few (fewer of a data set's
+    larger items: a text sequence holds T examples, a detection canvas costs a mAP)."""
+    if not quick_mode():
+        return epochs, None, None
+    cap = getattr(data, "quick_limit", QUICK_TRAIN_IMAGES)
+    epochs = min(epochs, QUICK_EPOCHS) if isinstance(epochs, int) else epochs
+    return epochs, min(QUICK_TRAIN_IMAGES, cap), min(QUICK_TEST_IMAGES, cap)
+
+
+def _opening(name: str, data, n_train: int, n_test: int, epochs: int, hist: History, batch_size: int,
+             optimizer: str, momentum: float, lr: float, schedule: str, augment: bool, group: Group,
+             find_unused: bool) -> list[str]:
+    """The lines ``fit`` prints before the first step: data parallelism, quick mode, what trains."""
+    lines = []
+    if group.size > 1:
+        unused = "; parameters without a gradient in the loss are looked for at every step" if find_unused else ""
+        lines.append(f"Data parallel: {group.size} processes ({'nccl' if group.device.type == 'cuda' else 'gloo'}), "
+                     f"batch {batch_size} each, {group.global_batch(batch_size)} per step{unused}")
+    if hist.quick:
+        lines.append(f"QUICK MODE (CNN_BOOK_QUICK=1): {epochs} epoch(s) on {n_train:,} training {data.unit}, "
+                     f"tested on {n_test:,}. A smoke test, not the chapter's result.")
+    opt = optimizer if optimizer != "sgd" or momentum else "plain sgd"
+    lines.append(f"Training {name} on {data.name} ({data.describe(n_train, n_test)}) for {epochs} epochs on "
+                 f"{hist.device} in {hist.precision}: batch {batch_size}, {opt} lr {lr:g} {schedule}"
+                 f"{', augmented' if augment else ''}")
+    return lines
+
+
+def _summary(hist: History, data, task: Task, test: dict[str, float]) -> str:
+    """The line ``fit`` prints last: where, how fast, and the task's figures."""
+    return (f"Done: device {hist.device} | precision {hist.precision} | wall time {hist.wall_seconds:.1f} s | "
+            f"{data.rate(hist.images_per_s)} | {task.summary_line(test)}{' (quick mode)' if hist.quick else ''}")
 
 
 def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int = 128,
@@ -364,190 +341,92 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
         grad_clip: float | None = None, device: torch.device | str | None = None, seed: int = 0,
         progress: bool | None = None, log_every: int = 20, momentum: float = 0.9,
         schedule: str = "one-cycle", lr_scale: dict[str, float] | None = None) -> History:
-    """Train ``model`` on ``data``; return the ``History``.
+    """Train ``model`` on ``data``; return the ``History``. Prints one line per epoch and a summary.
 
-    ``optimizer``: "adamw", or "sgd" with Nesterov ``momentum`` (``momentum=0``: plain SGD).
-    ``schedule``: "one-cycle" (warm-up to ``lr``, then annealing to almost 0) or "constant".
-    ``lr_scale``: other rates for some layers, by name prefix: ``{"features": 0.1}`` trains the
-    parameters under ``model.features`` at a tenth of ``lr`` (fine-tuning a pretrained network).
-    Frozen parameters (``requires_grad=False``) are left out of the optimiser.
+    ``optimizer``: "adamw", or "sgd" with Nesterov ``momentum`` (0: plain SGD). ``schedule``:
+    "one-cycle" (warm-up to ``lr``, then annealing to almost 0) or "constant". ``lr_scale``: rates
+    by name prefix, ``{"features": 0.1}`` (fine-tuning); frozen parameters are left out.
+    ``task``: the loss and metrics; by default the one ``data.task`` names, built with ``loss``
+    ("cross_entropy+dice", ...) and ``label_smoothing``. ``precision``: "fp32", "bf16" or "fp16"
+    (GradScaler); by default ``precision_for(device)``. ``grad_clip``: the gradients' global norm
+    clipped to this. ``data`` moves to ``device`` (default: ``default_device()``). A last batch of
+    one image (which a batch norm cannot normalise) joins the batch before it.
 
-    ``task``: what the loss and the metrics are; by default the one ``data.task`` names, built
-    with ``loss`` (e.g. "cross_entropy+dice" for segmentation) and ``label_smoothing``.
-    ``precision``: "fp32", "bf16" or "fp16" (with a GradScaler); by default ``precision_for(device)``.
-    ``grad_clip``: clip the gradients' global norm to this value (after unscaling, under fp16).
-    ``data`` is moved to ``device`` (default: ``default_device()``) if it is not there yet.
-    A last training batch of a single image (which a batch norm on a 1x1 map cannot normalise) is
-    merged into the batch before it. Prints one line per epoch and a summary.
-
-    Under ``torchrun --nproc-per-node N`` (see ``cnn_book.distributed``) each process trains its
-    slice of every batch on its own device (GPU ``LOCAL_RANK``, or the CPU) and the gradients are
-    averaged: ``batch_size`` is per process, one step sees ``N * batch_size`` items, and only rank
-    0 prints. One process, without torchrun, trains exactly as before.
+    Under ``torchrun --nproc-per-node N`` (``cnn_book.distributed.Group``) each process trains its
+    slice of every batch on its own device and DDP averages the gradients: ``batch_size`` is per
+    process and only rank 0 prints. One process, without torchrun, trains exactly as before.
     """
     if task is not None and (loss is not None or label_smoothing):
         raise ValueError("fit got a task and loss= or label_smoothing= too: give those to the task instead")
     task = task or get_task(data.task, loss=loss, label_smoothing=label_smoothing)
-    world = distributed.world()
-    if device is None and world.distributed:  # one GPU per process, by its rank on the machine
-        gpus = torch.cuda.device_count()
-        if gpus and world.local_rank >= gpus:
-            raise ValueError(f"process {world.local_rank} of this machine has no GPU of its own: the machine has "
-                             f"{gpus}; start at most {gpus} processes (torchrun --nproc-per-node {gpus}), or "
-                             "train on the CPU (device='cpu')")
-        device = torch.device("cuda", world.local_rank) if gpus else torch.device("cpu")
-    device = torch.device(device) if device is not None else default_device()
-    if world.distributed and device.type == "cuda" and device.index is None:  # "cuda": this process's own GPU
-        device = torch.device("cuda", world.local_rank)
-    distributed.init(world, device)
-    say = print if world.main else _silent
+    group = Group.start(device)  # under torchrun: joins the others; its device is this process's
+    device, prec = group.device, precision_for(group.device, prefer=precision)
     data = data if data.device == device else data.to(device)
-    prec = precision_for(device, prefer=precision)
-    quick = quick_mode()
-    # quick mode: a few thousand images, or fewer of the data's larger items (a text sequence holds T tokens)
-    quick_train = min(QUICK_TRAIN_IMAGES, getattr(data, "quick_limit", QUICK_TRAIN_IMAGES))
-    quick_test = min(QUICK_TEST_IMAGES, getattr(data, "quick_limit", QUICK_TEST_IMAGES))
-    train_limit, test_limit = (quick_train, quick_test) if quick else (None, None)
-    epochs = min(epochs, QUICK_EPOCHS) if quick and isinstance(epochs, int) else epochs
+    epochs, train_limit, test_limit = _limits(data, epochs)
     model.to(device, memory_format=torch.channels_last if _channels_last(device) else torch.preserve_format)
     check_setup(model, data, task, epochs=epochs, batch_size=batch_size, lr=lr, precision=prec)
     n_train, n_test = _count(data, "train", train_limit), _count(data, "test", test_limit)
-    if world.distributed and min(n_train, n_test) < 2 * world.size:
-        raise ValueError(f"{world.size} processes need at least {2 * world.size} training and test items "
-                         f"(2 each), got {n_train:,} and {n_test:,}")
-    steps_per_epoch = distributed.steps_per_epoch(n_train, batch_size, world)  # a lone last image merges
+    group.check_sizes(n_train, n_test)
+    steps_per_epoch = group.steps_per_epoch(n_train, batch_size)  # a lone last image merges
     log_every = max(1, min(log_every, steps_per_epoch))
-    progress = (progress_bars() if progress is None else progress) and world.main
-    find_unused = world.distributed and bool(_unused_parameters(model, data, task, prec))
+    progress = (progress_bars() if progress is None else progress) and group.main
 
-    torch.manual_seed(seed + world.rank)  # dropout differs between processes, as their data do
+    torch.manual_seed(seed + group.rank)  # dropout differs between processes, as their data do
     gen = torch.Generator().manual_seed(seed)  # the shuffle and augmentation: the same in every process
     opt = _optimizer(optimizer, param_groups(model, lr, lr_scale), lr, weight_decay, momentum)
-    if schedule == "one-cycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
-                                                    total_steps=epochs * steps_per_epoch)
-    elif schedule == "constant":
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    else:
-        raise ValueError(f"schedule must be 'one-cycle' or 'constant', got {schedule!r}")
+    sched = _scheduler(schedule, opt, epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=prec.scaled)
     name = getattr(model, "name", None) or type(model).__name__
-    hist = History(model=name, task=task.name, device=describe_device(device), precision=prec.name,
-                   quick=quick, input_shape=tuple(data.input_shape), processes=world.size)
-    unit = data.unit
-    net = distributed.wrap(model, world, device, find_unused)  # what the steps run: DDP(model) under torchrun
-    if world.distributed:
-        hist.device += f" x {world.size} processes"
-        say(f"Data parallel: {world.size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), "
-            f"batch {batch_size} each, {batch_size * world.size} per step"
-            f"{'; parameters without a gradient in the loss are looked for at every step' if find_unused else ''}")
-    if quick:
-        say(f"QUICK MODE (CNN_BOOK_QUICK=1): {epochs} epoch(s) on {n_train:,} training {unit}, "
-              f"tested on {n_test:,}. A smoke test, not the chapter's result.")
-    say(f"Training {name} on {data.name} ({describe_data(data, n_train, n_test)}) "
-          f"for {epochs} epochs on {hist.device} in {prec.name}: batch {batch_size}, "
-          f"{optimizer if optimizer != 'sgd' or momentum else 'plain sgd'} lr {lr:g} {schedule}"
-          f"{', augmented' if augment else ''}")
+    hist = History(model=name, task=task.name, device=group.describe(), precision=prec.name, quick=quick_mode(),
+                   input_shape=tuple(data.input_shape), processes=group.size)
+    net, find_unused = group.wrap(model, lambda: _unused_parameters(model, data, task, prec))  # DDP(model)
+    group.say(*_opening(name, data, n_train, n_test, epochs, hist, batch_size, optimizer, momentum, lr, schedule,
+                        augment, group, find_unused))
 
     start, step = time.perf_counter(), 0
     for epoch in range(1, epochs + 1):
         model.train()
         t0, seen, counted, losses, sums, window, in_window = time.perf_counter(), 0, 0, {}, {}, {}, 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress)
-        batches = data.batches("train", batch_size * world.size, shuffle=True, augment=augment,
+        batches = data.batches("train", group.global_batch(batch_size), shuffle=True, augment=augment,
                                limit=train_limit, generator=gen, merge_single=True)
-        for x, y in distributed.shard_batches(batches, world):  # this process's slice of each
+        for x, y in group.shard(batches):  # this process's slice of each
             with prec.autocast(device):
                 out = net(_to_model_layout(x, device))
                 loss_t, parts = task.loss(model, out, y)
             skipped = _step(loss_t, opt, scaler, grad_clip, model)
             _schedule(sched, skipped)
             step, seen, hist.skipped_steps = step + 1, seen + len(x), hist.skipped_steps + skipped
+            bar.update()
             if skipped:  # fp16: a step the scaler skipped (its loss overflowed) stays out of the curves
-                bar.update()
                 continue
             scores, counted, in_window = task.score(out, y), counted + len(x), in_window + 1
             _add(losses, {"loss": loss_t, **parts}, len(x))
             _add(sums, scores)
             _add(window, {"loss": loss_t, **scores})
             if in_window == log_every:  # one host-device sync every log_every steps, not every step
-                window = distributed.all_reduce_sums(window, world)
-                hist.steps.append(step)
-                mean = window.pop("loss").item() / (in_window * world.size)
-                for k, v in {"loss": mean, **task.metrics(window)}.items():
-                    hist.step_curves.setdefault(k, []).append(v)
+                window = group.sum(window)
+                hist.add_window(step, {"loss": window.pop("loss").item() / (in_window * group.size),
+                                       **task.metrics(window)})
                 window, in_window = {}, 0
                 bar.set_postfix(loss=f"{losses['loss'].item() / counted:.3f}", **task.metrics(sums))
-            bar.update()
         bar.close()
         if device.type == "cuda":
             torch.cuda.synchronize()
         hist.train_seconds += time.perf_counter() - t0
-        if world.distributed:  # the epoch's sums over all processes; rank 0's batch norm statistics for all
-            losses, sums = distributed.all_reduce_sums(losses, world), distributed.all_reduce_sums(sums, world)
-            counted, seen = distributed.all_reduce_sums({"counted": counted, "seen": seen}, world).values()
-            distributed.broadcast_buffers(model, world)
-        hist.train_images += seen
-        train = {**{k: v.item() / counted for k, v in losses.items()}, **task.metrics(sums)}
-        test = evaluate(model, data, "test", limit=test_limit, task=task, precision=prec.name, world=world)
-        hist.epochs.append(epoch)
-        hist.log("train", train)
-        hist.log("test", test)
-        hist.epoch_seconds.append(time.perf_counter() - t0)
-        say(f"epoch {epoch:2d}/{epochs}  loss {train['loss']:.3f}  {task.epoch_line(train, test)}"
-              f"  ({hist.epoch_seconds[-1]:.1f} s)")
+        losses, sums, n = group.end_epoch(model, losses, sums, {"counted": counted, "seen": seen})
+        hist.train_images += n["seen"]
+        train = {**{k: v.item() / n["counted"] for k, v in losses.items()}, **task.metrics(sums)}
+        test = evaluate(model, data, "test", limit=test_limit, task=task, precision=prec.name, group=group)
+        hist.add_epoch(epoch, train, test, time.perf_counter() - t0)
+        group.say(f"epoch {epoch:2d}/{epochs}  loss {train['loss']:.3f}  {task.epoch_line(train, test)}"
+                  f"  ({hist.epoch_seconds[-1]:.1f} s)")
     hist.wall_seconds = time.perf_counter() - start
-    tokens = f" ({hist.images_per_s * data.input_shape[0]:,.0f} tokens/s)" if unit == "sequences" else ""
-    say(f"Done: device {hist.device} | precision {prec.name} | wall time {hist.wall_seconds:.1f} s | "
-          f"{hist.images_per_s:,.0f} train {unit}/s{tokens} | {task.summary_line(test)}"
-          f"{' (quick mode)' if quick else ''}")
+    group.say(_summary(hist, data, task, test))
     return hist
 
 
-def main(argv: list[str] | None = None) -> History:
-    """``python -m cnn_book.train --recipe NAME``: train a recipe of ``cnn_book.recipes`` (the GPU
-    one on CUDA) on its data; under ``torchrun --nproc-per-node N`` on N processes. With ``--out``,
-    rank 0 alone writes the history (``history.json``) and the weights (``model.pt``)."""
-    from . import recipes
+if __name__ == "__main__":  # python -m cnn_book.train (and under torchrun): the command line
+    from .cli import main
 
-    names = list(recipes.RECIPES)
-    parser = argparse.ArgumentParser(
-        prog="python -m cnn_book.train",
-        description="Train a recipe of cnn_book.recipes (the GPU one on CUDA) on its data; under torchrun, "
-                    "on N processes with DistributedDataParallel.",
-        epilog="recipes: " + ", ".join(names) + ". Many processes: torchrun --nproc-per-node N -m cnn_book.train ...")
-    parser.add_argument("--recipe", required=True, metavar="NAME", choices=names, help="the recipe's name")
-    parser.add_argument("--epochs", type=int, help="instead of the recipe's")
-    parser.add_argument("--batch-size", type=int, help="per process, instead of the recipe's")
-    parser.add_argument("--lr", type=float, help="instead of the recipe's")
-    parser.add_argument("--train-images", type=int, help="the first N training items only")
-    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if there is one; under torchrun "
-                                         "the GPU of the process's LOCAL_RANK)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="a folder for history.json and model.pt (written by rank 0 only)")
-    args = parser.parse_args(argv)
-    world = distributed.world()
-    recipe = recipes.get(args.recipe, args.device)
-    changes = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
-                                 ("train_images", args.train_images)) if v is not None}
-    recipe = replace(recipe, **changes)
-    if world.main:
-        print(f"Recipe {args.recipe}: {recipe}")
-    torch.manual_seed(args.seed)  # the same initial weights in every process (DDP copies rank 0's anyway)
-    model = recipe.build()
-    try:
-        hist = fit(model, recipes.load_data(recipe), device=args.device, seed=args.seed, **recipe.fit_args)
-        if args.out and world.main:
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "history.json").write_text(json.dumps(hist.to_dict(), indent=1, default=str))
-            torch.save(model.state_dict(), out / "model.pt")
-            print(f"Wrote {out / 'history.json'} and {out / 'model.pt'}")
-    finally:
-        if world.distributed and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    return hist
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -15,7 +15,7 @@ def real_raw():
 @pytest.fixture
 def isolated_data(tmp_path, monkeypatch, real_raw):
     """No Fashion-MNIST anywhere: an empty cache, no $CNN_BOOK_DATA, no Debian folder."""
-    import cnn_book.data as data
+    import cnn_book.data.classification as data
 
     monkeypatch.setenv("CNN_BOOK_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("CNN_BOOK_DATA", raising=False)

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from cnn_book import recipes, train
+from cnn_book import cli, recipes, train
 from cnn_book.data import ImageData
 
 
@@ -22,16 +22,26 @@ def synthetic_data(n_train: int = 96, n_test: int = 40, seed: int = 0) -> ImageD
 
 def run(argv: list[str]) -> train.History:
     recipes.load_data = lambda recipe: recipe.prepare(synthetic_data())
-    return train.main(argv)
+    return cli.main(argv)
+
+
+def detection_batch(n: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Made-up YOLO grids (N, 7, 7, 12) and their targets: one class, two boxes per cell."""
+    from cnn_book.data import encode
+
+    g = torch.Generator().manual_seed(seed)
+    targets = torch.stack([encode(torch.tensor([[8.0 + i, 10.0, 60.0, 70.0 - i]]), torch.tensor([0]), 112, 7, 2, 2)[0]
+                           for i in range(n)])
+    return targets + 0.3 * torch.rand(targets.shape, generator=g), targets
 
 
 def collectives(out: str) -> None:
     """Each rank starts with its own batch norm statistics and its own sums; writes what it has
-    after ``broadcast_buffers`` and ``all_reduce_sums``."""
+    after ``broadcast_buffers`` and ``all_reduce_sums``, and the mAP of its half of a detection batch."""
     import json
 
     from cnn_book import distributed
-    from cnn_book.tasks import _Detections
+    from cnn_book.tasks import Detection
 
     w = distributed.world()
     distributed.init(w, torch.device("cpu"))
@@ -39,12 +49,13 @@ def collectives(out: str) -> None:
     bn.running_mean.fill_(w.rank + 1.0)
     distributed.broadcast_buffers(bn, w)
     sums = distributed.all_reduce_sums(
-        {"loss": torch.tensor([w.rank + 1.0]), "count": w.rank + 1,
-         "detections": _Detections([{"rank": w.rank}], [{"truth": w.rank}])}, w)
+        {"loss": torch.tensor([w.rank + 1.0]), "count": w.rank + 1, "items": [{"rank": w.rank}]}, w)
+    task, (grids, targets) = Detection(), detection_batch()
+    scored = distributed.all_reduce_sums(task.score(grids[w.rank :: w.size], targets[w.rank :: w.size]), w)
     with open(os.path.join(out, f"rank{w.rank}.json"), "w") as f:
         json.dump({"running_mean": bn.running_mean.tolist(), "loss": sums["loss"].tolist(),
                    "count": sums["count"], "count_type": type(sums["count"]).__name__,
-                   "preds": sums["detections"].preds, "targets": sums["detections"].targets}, f)
+                   "items": sums["items"], "images": scored["images"], "map": task.metrics(scored)}, f)
     torch.distributed.destroy_process_group()
 
 

@@ -12,23 +12,26 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 from pathlib import Path
 
 import pytest
 import torch
 
 from cnn_book import inspect
-from cnn_book.models import get_model, list_models
+from cnn_book.models import get_model, get_model_builder, list_models
 
 # Builders: options they cannot run are refused when the model is built, naming the option.
 BAD_OPTIONS = [
-    ("vgg16_cifar", {"input_size": 64}, "cannot run on its own input shape"),
-    ("lenet5", {"variant": "1998", "input_size": 28}, "cannot run on its own input shape"),
+    ("vgg16_cifar", {"input_size": 16}, "needs an input of at least 32x32 (5 poolings that halve it); got "
+                                        "input_size=16"),
+    ("lenet5", {"variant": "1998", "input_size": 28}, "the 1998 LeNet-5 reads 32x32 images"),
+    ("lenet5", {"input_size": 10}, "LeNet-5 needs images of at least 12x12"),
     ("resnet18", {"shortcut": "C"}, "shortcut must be 'A' or 'B', got 'C'"),
     ("resnet18", {"variant": "v2"}, "variant must be 'torchvision' or 'paper'"),
     ("lenet5", {"pool": "min"}, "pool must be 'max' or 'avg'"),
-    ("resnet18", {"depth": 110}, "resnet18 sets 'depth' itself; its options are num_classes"),
-    ("lenet5", {"colour": 3}, "lenet5 has no option 'colour'; its options are num_classes, in_channels"),
+    ("vae", {"variant": "mlp"}, "variant must be 'conv' or 'paper', got 'mlp'"),
+    ("yolov1", {"variant": "tiny"}, "variant must be 'paper' or 'fast' or 'small', got 'tiny'"),
     ("simple_cnn", {"num_classes": 0}, "num_classes must be a positive whole number, got 0"),
     ("resnet18", {"num_classes": 2.5}, "num_classes must be a positive whole number, got 2.5"),
     ("mobilenet_v2", {"in_channels": 0}, "in_channels must be a positive whole number, got 0"),
@@ -43,6 +46,12 @@ def test_a_builder_refuses_options_it_cannot_run(name, options, message):
         get_model(name, **options)
 
 
+@pytest.mark.parametrize("name, option", [("lenet5", "colour"), ("resnet18", "depth")])
+def test_an_option_a_builder_does_not_take_is_named(name, option):
+    with pytest.raises(TypeError, match=f"argument '{option}'"):  # Python's own words
+        get_model(name, **{option: 3})
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_every_builder_refuses_no_classes_and_no_channels(name):
     for key in ("num_classes", "in_channels"):
@@ -55,11 +64,17 @@ def test_options_are_keywords_only():
         get_model("lenet5", 10)
 
 
-@pytest.mark.parametrize("name", [n for n in list_models() if getattr(get_model(n), "input_dtype", None) is None])
+def _reads_pixels(name: str) -> bool:
+    """From the class the builder returns, without building it (collection stays quick)."""
+    return getattr(typing.get_type_hints(get_model_builder(name))["return"], "input_dtype", None) is None
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if _reads_pixels(n)])
 @pytest.mark.parametrize("dtype, fix", [(torch.uint8, r"x.float\(\) / 255"), (torch.float64, r"x.float\(\)")])
 def test_every_model_names_a_wrong_input_dtype(name, dtype, fix):
-    model = get_model(name).eval()
-    x = torch.zeros(1, *model.input_shape, dtype=dtype)
+    with torch.device("meta"):  # the check comes before any computation: nothing needs to be computed
+        model = get_model(name).eval()
+    x = torch.zeros(1, *model.input_shape, dtype=dtype, device="meta")
     with pytest.raises(ValueError, match=f"expects float32 input .*got {str(dtype)[6:]}: convert with {fix}"):
         model(x)
 
@@ -83,7 +98,7 @@ def _cache(tmp_path, monkeypatch, name, content: bytes, trust: bool = False):
     SHA-256 for the published one (a test cannot have torchvision's file)."""
     import torchvision
 
-    from cnn_book import models
+    from cnn_book.models import _api as models
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("CNN_BOOK_OFFLINE", "1")
@@ -124,7 +139,7 @@ def test_a_damaged_weights_file_is_named_with_what_to_do(damage, tmp_path, monke
     bad = {"one flipped byte": good[:1000] + bytes([good[1000] ^ 1]) + good[1001:], "truncated": good[: len(good) // 2],
            "empty": b"", "an HTML page": b"<html><body>Please log in</body></html>"}[damage]
     path = _cache(tmp_path, monkeypatch, "resnet18", bad)
-    from cnn_book import models
+    from cnn_book.models import _api as models
 
     monkeypatch.setattr(models, "_published_prefix", lambda filename: digest[:8])  # the good file's hash
     with pytest.raises(WeightsUnavailable, match=f"{re.escape(str(path))} are damaged.*Delete {re.escape(str(path))}"):
@@ -202,7 +217,7 @@ def stalling_server():
 
 
 def test_a_server_that_never_answers_times_out_with_what_to_do(silent_server, tmp_path, monkeypatch):
-    from cnn_book.download import DownloadError, download
+    from cnn_book.files import DownloadError, download
 
     monkeypatch.setenv("CNN_BOOK_TIMEOUT", "1")
     t0 = time.perf_counter()
@@ -229,12 +244,12 @@ def test_fashion_mnist_download_times_out(silent_server, isolated_data, monkeypa
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
 def test_an_interrupted_download_leaves_nothing_behind(sig, stalling_server, tmp_path):
-    from cnn_book.download import DownloadError, download
+    from cnn_book.files import DownloadError, download
 
     # Ctrl-C's default: a job started in the background by a shell without job control inherits SIGINT
     # ignored (and Python then installs no KeyboardInterrupt), which is not the reader's terminal
     code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-            "import sys; from pathlib import Path; from cnn_book.download import download\n"
+            "import sys; from pathlib import Path; from cnn_book.files import download\n"
             f"download({stalling_server!r}, Path({str(tmp_path / 'w.pth')!r}), what='w', offline_hint='')")
     proc = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.time() + 30
@@ -268,14 +283,15 @@ def test_cifar10_download_times_out(silent_server, tmp_path, monkeypatch):
 
 
 def test_weights_download_times_out(silent_server, tmp_path, monkeypatch):
-    import cnn_book.download
+    import cnn_book.files
+    import cnn_book.models._api
     from cnn_book.models import WeightsUnavailable
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.delenv("CNN_BOOK_OFFLINE", raising=False)
     monkeypatch.setenv("CNN_BOOK_TIMEOUT", "1")
-    real = cnn_book.download.download
-    monkeypatch.setattr(cnn_book.download, "download", lambda url, *a, **k: real(silent_server, *a, **k))
+    real = cnn_book.files.download
+    monkeypatch.setattr(cnn_book.models._api, "download", lambda url, *a, **k: real(silent_server, *a, **k))
     with pytest.raises(WeightsUnavailable, match=r"No answer from .* within 1 s .*Offline, put the file resnet18-"):
         get_model("resnet18", weights="IMAGENET1K_V1")
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-import cnn_book.data as data
-from cnn_book.data import DataError, channel_stats, fashion_mnist_root, load_cifar10, load_fashion_mnist
+import cnn_book.data.classification as data
+import cnn_book.files as files
+from cnn_book.data import (
+    DataError,
+    channel_stats,
+    fashion_mnist_root,
+    load_cifar10,
+    load_fashion_mnist,
+    random_flip_and_shift,
+)
 
 
 def test_fashion_mnist_is_complete_and_verified(fmnist):
@@ -158,7 +166,7 @@ def test_augmentation_flips_and_shifts_each_image_on_its_own():
     x = torch.zeros(64, 1, 8, 8)
     x[:, :, 3, 1] = 1.0  # one bright pixel, left of centre
     g = torch.Generator().manual_seed(0)
-    out = data.random_flip_and_shift(x, shift=1, generator=g)
+    out = random_flip_and_shift(x, shift=1, generator=g)
     assert out.shape == x.shape and torch.allclose(out.sum(dim=(1, 2, 3)), torch.ones(64))
     cols = out[:, 0].sum(1).argmax(1)
     assert cols.min() <= 2 and cols.max() >= 5  # some kept left, some flipped right
@@ -195,7 +203,7 @@ def test_an_unwritable_cache_names_the_folder_and_the_way_out(isolated_data, mon
     def refused(*args, **kwargs):  # as a read-only folder does for a user (the tests may run as root)
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(data.tempfile, "mkstemp", refused)
+    monkeypatch.setattr(files.tempfile, "mkstemp", refused)
     raw = isolated_data / "cache" / "FashionMNIST" / "raw"
     with pytest.raises(DataError, match=f"The data cache {raw} cannot be written .*CNN_BOOK_CACHE"):
         load_fashion_mnist(download=False)

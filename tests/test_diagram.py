@@ -14,8 +14,9 @@ needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="the graphviz
 
 
 def _zeros(model, shape):
-    """One input of ``shape``: pixels, or token ids for a language model."""
-    return torch.zeros(1, *shape, dtype=getattr(model, "input_dtype", torch.float32))
+    """One input of ``shape`` on the model's device: pixels, or token ids for a language model."""
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    return torch.zeros(1, *shape, dtype=getattr(model, "input_dtype", torch.float32), device=device)
 
 
 def _called_leaves(model, shape):
@@ -41,7 +42,8 @@ def _parents(d, key):
 
 @pytest.mark.parametrize("name", cnn_book.list_models())
 def test_every_registered_model_is_drawn_with_every_layer_it_calls(name):
-    model = cnn_book.get_model(name)
+    with torch.device("meta"):  # the layers and shapes, no weights: traced without computing anything
+        model = cnn_book.get_model(name)
     shape = model.input_shape
     if name.startswith("efficientnet_b") and name != "efficientnet_b0":
         shape = (3, 64, 64)  # the same layers at a small size: B1-B7 at 240-600 px only cost time

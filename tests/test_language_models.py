@@ -262,13 +262,13 @@ def test_the_language_model_tasks_train_through_fit(monkeypatch):
     data = text.causal_lm_data(stream[:3200], stream[3200:], 16, 7, name="cycle")
     model = get_model("gpt2", vocab_size=7, block_size=16, num_layers=1, num_heads=2, hidden_dim=16)
     hist = train.fit(model, data, epochs=3, batch_size=16, lr=1e-2, progress=False, device="cpu")
-    assert hist.task == "language_model" and hist.test_acc[-1] > 0.95 and hist.test_bits[-1] < 0.5
+    assert hist.task == "language_model" and hist["test_acc"][-1] > 0.95 and hist["test_bits"][-1] < 0.5
     masking = text.Masking(mask_id=4, vocab_size=12, special_ids=(0, 1, 2, 3, 4))
     blocks = text.pack([list(range(5, 12))] * 200, 16, cls_id=2, sep_id=3)  # 100 blocks
     data = text.masked_lm_data(blocks[:60], blocks[60:], masking)
     model = get_model("bert", vocab_size=12, hidden_dim=32, num_layers=1, num_heads=2, mlp_dim=64, max_len=16)
     hist = train.fit(model, data, epochs=3, batch_size=8, lr=3e-3, progress=False, device="cpu")
-    assert hist.test_acc[-1] > hist.test_acc[0] or hist.test_acc[-1] > 0.5
+    assert hist["test_acc"][-1] > hist["test_acc"][0] or hist["test_acc"][-1] > 0.5
     ids, _ = text.pad_batch([[2, 5, 3], [2, 9, 9, 3], [2, 5, 5, 5, 5, 5, 3]], 5, pad_id=0)
     assert ids.tolist() == [[2, 5, 3, 0, 0], [2, 9, 9, 3, 0], [2, 5, 5, 5, 3]]
     x = torch.tensor([[2, 5, 6, 3, 0, 0]] * 40 + [[2, 9, 10, 3, 0, 0]] * 40)
@@ -276,7 +276,7 @@ def test_the_language_model_tasks_train_through_fit(monkeypatch):
     data = text.classification_data(x[::2], y[::2], x[1::2], y[1::2], ["a", "b"], 12, pad_id=0)
     bow = get_model("bag_of_words", num_classes=2, vocab_size=12, max_len=6)
     hist = train.fit(bow, data, epochs=5, batch_size=8, lr=0.1, progress=False, device="cpu")
-    assert hist.test_acc[-1] == 1.0
+    assert hist["test_acc"][-1] == 1.0
     fig = plot.confusion_matrix(bow, data)  # counts verses, not images
     assert fig.axes[1].get_ylabel() == "sequences" and "100.0% of 40 correct" in fig.axes[0].get_title()
 

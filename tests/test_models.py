@@ -1,8 +1,10 @@
+import typing
+
 import pytest
 import torch
 
 from cnn_book.inspect import count_parameters
-from cnn_book.models import get_model, list_models
+from cnn_book.models import get_model, get_model_builder, list_models
 from cnn_book.models.lenet import LENET5_C3_TABLE, ConnectionTableConv
 
 # Parameter counts for 10 classes on the default input, worked out by hand in the chapters.
@@ -41,42 +43,55 @@ def _output_shape(model, n, classes, h, w):
     return (n, classes)
 
 
-IMAGE_MODELS = [n for n in list_models() if getattr(get_model(n), "input_dtype", torch.float32) != torch.long]
+def _on_meta(name: str, **options):
+    """The model built on the meta device: its layers and shapes, no weights computed (fast)."""
+    with torch.device("meta"):
+        return get_model(name, **options)
+
+
+def _reads_tokens(name: str) -> bool:
+    """From the class the builder returns, without building it (collection stays quick)."""
+    return getattr(typing.get_type_hints(get_model_builder(name))["return"], "input_dtype", None) == torch.long
+
+
+IMAGE_MODELS = [n for n in list_models() if not _reads_tokens(n)]
 TOKEN_MODELS = sorted(set(list_models()) - set(IMAGE_MODELS))  # gpt2, bert, ...: tests/test_language_models.py
 
 
 @pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_every_model_takes_num_classes_and_in_channels(name):
-    if getattr(get_model(name), "task", "") == "generative":
+    """On the meta device: shapes and the autograd graph, with nothing computed (a full-size VGG or
+    ViT-L would take seconds to initialise and run, and the shapes are what is tested)."""
+    if getattr(typing.get_type_hints(get_model_builder(name))["return"], "task", "") == "generative":
         pytest.skip("a generative model has no classes: tests/test_vae.py tests its channels and shapes")
-    model = get_model(name, num_classes=7, in_channels=3)
+    model = _on_meta(name, num_classes=7, in_channels=3)
     c, h, w = _small_input_shape(model)
     assert c == 3
-    out = model(torch.randn(2, c, h, w))
+    out = model(torch.randn(2, c, h, w, device="meta"))
     outputs = out if isinstance(out, tuple) else (out,)  # GoogLeNet in training: (logits, aux2, aux1)
     assert all(o.shape == _output_shape(model, 2, 7, h, w) for o in outputs)
     assert hasattr(model, "features") and hasattr(model, "classifier")
     sum(o.sum() for o in outputs).backward()  # gradients reach every parameter
     assert all(p.grad is not None for p in model.parameters())
     model.eval()
-    with torch.no_grad():
-        assert model(torch.randn(2, c, h, w)).shape == _output_shape(model, 2, 7, h, w)  # at inference: one tensor
+    with torch.no_grad():  # at inference: one tensor
+        assert model(torch.randn(2, c, h, w, device="meta")).shape == _output_shape(model, 2, 7, h, w)
 
 
 @pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_every_model_rejects_a_wrong_input_with_the_expected_shape(name):
-    model = get_model(name)
+    model = _on_meta(name)  # the shape is checked before anything is computed
     if getattr(model, "task", "") == "segmentation":
         pytest.skip("a segmentation model's size rule and message are tested in test_unet.py")
     c, h, w = _small_input_shape(model)
     expected = r"expects input of shape \(N, " + str(c) + r", \d+, \d+\)( or larger)?"
     with pytest.raises(ValueError, match=expected + rf"; got \(N, {c + 1}, {h}, {w}\)"):
-        model(torch.randn(1, c + 1, h, w))
+        model(torch.randn(1, c + 1, h, w, device="meta"))
     tiny = getattr(model, "min_size", 9) - 1  # one pixel too small
     with pytest.raises(ValueError, match=expected + rf"; got \(N, {c}, {tiny}, {tiny}\)"):
-        model(torch.randn(1, c, tiny, tiny))
+        model(torch.randn(1, c, tiny, tiny, device="meta"))
     with pytest.raises(ValueError, match="add one with x.unsqueeze"):
-        model(torch.randn(c, h, w))
+        model(torch.randn(c, h, w, device="meta"))
 
 
 @pytest.mark.parametrize(("name", "kwargs"), list(EXPECTED_PARAMS))
@@ -119,21 +134,51 @@ def test_modern_lenet_options():
         get_model("lenet5", activation="swish")
 
 
+def _recipe_models():
+    from cnn_book.recipes import RECIPES
+
+    return sorted({(r.model, tuple(sorted((k, v) for k, v in r.options.items() if k not in ("weights", "partial"))),
+                    r.input_shape) for row in RECIPES.values() for r in row.values()}, key=str)
+
+
+def _meta_run(name: str, options: dict, shape: tuple[int, ...]) -> None:
+    model = _on_meta(name, **options).eval()
+    x = torch.zeros(2, *shape, device="meta", dtype=getattr(model, "input_dtype", torch.float32))
+    model(x)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_runs_on_its_own_input_shape(name):
+    """What get_model once did on every build, as a test: the model runs on its ``input_shape`` (on
+    the meta device: shapes are checked, nothing is computed)."""
+    model = _on_meta(name)
+    _meta_run(name, {}, model.input_shape)
+
+
+@pytest.mark.parametrize("name, options, shape", _recipe_models(), ids=lambda v: str(v)[:40])
+def test_every_recipe_s_model_runs_on_its_input(name, options, shape):
+    _meta_run(name, dict(options), shape)
+
+
 def test_unknown_model_name_suggests_the_closest():
     with pytest.raises(ValueError, match="Did you mean 'lenet5'"):
         get_model("lenet")
 
 
 def test_residual_block_adds_the_shortcut_and_the_plain_block_does_not():
-    from cnn_book.models.resnet import BasicBlock, PadShortcut
+    from cnn_book.models.resnet import BasicBlock, Bottleneck, PadShortcut
 
     block = BasicBlock(16, 16).eval()
     torch.nn.init.zeros_(block.bn2.weight)  # F(x) = 0: the block is the identity on x >= 0
     x = torch.rand(1, 16, 8, 8)
+    plain = BasicBlock(16, 16, plain=True).eval()  # the same layers without the shortcut: relu(0) everywhere
+    plain.load_state_dict(block.state_dict())
     with torch.no_grad():
         assert torch.equal(block(x), x)
-        block.plain = True  # the same layers without the shortcut: relu(0) everywhere
-        assert torch.equal(block(x), torch.zeros_like(x))
+        assert torch.equal(plain(x), torch.zeros_like(x))
+    plains = get_model("resnet50", plain=True)
+    assert all(b.plain for b in plains.modules() if isinstance(b, Bottleneck)) and not isinstance(
+        plains.layer1[0], BasicBlock)  # siblings, as in torchvision: neither is the other's subclass
     pad = PadShortcut(32, stride=2)
     y = pad(x)
     assert y.shape == (1, 32, 4, 4) and torch.equal(y[:, :16], x[:, :, ::2, ::2]) and not y[:, 16:].any()

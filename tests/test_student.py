@@ -48,6 +48,22 @@ def test_student_notebook_keeps_every_exercise_and_no_solution(path):
     assert before_exercises(smd) == before_exercises(md)
 
 
+def test_the_written_student_notebooks_are_valid_and_run_the_chapters_code(tmp_path):
+    """What a second nbval pass over the student notebooks would check, in a second: each written
+    notebook is a valid notebook (nbformat's schema), and its code cells, with their outputs and tags,
+    are the chapter's own, which nbval already runs in quick mode; only Markdown differs."""
+    import nbformat
+
+    written = student_edition.write_notebooks(tmp_path)
+    assert [p.name for p in written] == [p.name for p in CHAPTERS]
+    for path, chapter in zip(written, CHAPTERS, strict=True):
+        nbformat.validate(nbformat.read(path, as_version=4))
+        mine, theirs = (json.loads(p.read_text()) for p in (path, chapter))
+        assert [c for c in mine["cells"] if c["cell_type"] != "markdown"] == [
+            c for c in theirs["cells"] if c["cell_type"] != "markdown"], path.name
+        assert mine["metadata"] == theirs["metadata"]
+
+
 @pytest.mark.browser
 def test_student_website_has_the_exercises_and_no_solution(tmp_path):
     html = student_edition.build_site(tmp_path)

@@ -143,12 +143,12 @@ def test_fit_trains_a_unet_on_scenes_and_reports_mean_iou(fmnist, capsys, paddin
     h = train.fit(m, scenes, epochs=3, batch_size=32, lr=1e-2, loss="cross_entropy+dice", log_every=2)
     out = capsys.readouterr().out
     assert "test mIoU" in out and "test pixel accuracy" in out
-    assert len(h.test_miou) == 3 and h.step_loss[-1] < h.step_loss[0]
-    assert h.train_acc[-1] > h.train_acc[0]
+    assert len(h["test_miou"]) == 3 and h.step_loss[-1] < h.step_loss[0]
+    assert h["train_acc"][-1] > h["train_acc"][0]
     if padding == "same":  # two thirds of the pixels are background: the network finds them at least
-        assert h.test_acc[-1] > 0.6
+        assert h["test_acc"][-1] > 0.6
     scores = train.segmentation_scores(m, scenes)
-    assert scores.confusion.shape == (11, 11) and scores.mean_iou == pytest.approx(h.test_miou[-1], abs=1e-9)
+    assert scores.confusion.shape == (11, 11) and scores.mean_iou == pytest.approx(h["test_miou"][-1], abs=1e-9)
     out_side = m.output_size(scenes.input_shape[-1])
     assert int(scores.confusion.sum()) == 64 * out_side * out_side  # every scored pixel of the test set
     with pytest.raises(ValueError, match="loss='iou' does not fit a segmentation task, which takes 'cross_entropy'"):

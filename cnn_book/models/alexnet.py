@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from . import register_model
+from ._api import register_model
 from .blocks import check_input, param_dtype
 
 # (out_channels, kernel, stride, padding, groups, lrn_after, pool_after) per convolution, as in the paper.

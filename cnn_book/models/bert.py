@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import register_model
+from ._api import register_model
 from .transformer import EncoderBlock, attention_maps
 
 

@@ -6,6 +6,12 @@ import torch
 from torch import Tensor, nn
 
 
+def check_choice(option: str, value, choices: tuple) -> None:
+    """Refuse a value outside an option's choices, naming them: "shortcut must be 'A' or 'B', got 'C'"."""
+    if value not in choices:
+        raise ValueError(f"{option} must be {' or '.join(map(repr, choices))}, got {value!r}")
+
+
 def check_input(x: Tensor, model: str, in_channels: int, size: int | None = None,
                 min_size: int | None = None, dtype: torch.dtype | None = None) -> None:
     """Raise a ``ValueError`` that names the expected shape when ``x`` cannot go through ``model``.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from . import register_model
+from ._api import register_model
 from .blocks import ConvBNAct, SqueezeExcitation, check_input, make_divisible, param_dtype
 
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15  # the paper's grid search, under alpha * beta^2 * gamma^2 ~ 2

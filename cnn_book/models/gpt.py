@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from . import register_model
+from ._api import register_model
 from .transformer import EncoderBlock, attention_maps
 
 

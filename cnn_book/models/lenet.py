@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import register_model
+from ._api import register_model
 from .blocks import check_input, param_dtype
 
 # Table I of the paper: which of S2's 6 maps each of C3's 16 maps reads.
@@ -118,6 +118,12 @@ class LeNet5(nn.Module):
             raise ValueError(f"variant must be 'modern' or '1998', got {variant!r}")
         self.variant = variant
         s = input_size or (28 if variant == "modern" else 32)
+        if variant == "1998" and s != 32:  # C5 is a 5x5 convolution of S4's 5x5 maps: 32 in, 1x1 out
+            raise ValueError(f"the 1998 LeNet-5 reads 32x32 images (its C5 is a 5x5 convolution of S4's 5x5 "
+                             f"maps); got input_size={s}. Pad 28x28 images by 2 (recipe pad=2)")
+        if variant == "modern" and (s // 2 - 4) // 2 < 1:
+            raise ValueError(f"LeNet-5 needs images of at least 12x12 (two 2x2 pools and a 5x5 convolution "
+                             f"leave a map of at least 1x1); got input_size={s}")
         self.input_shape = (in_channels, s, s)
         if variant == "modern":
             act = activation or "relu"

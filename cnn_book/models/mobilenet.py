@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from . import register_model
+from ._api import register_model
 from .blocks import ConvBNAct, check_input, init_kaiming, make_divisible, param_dtype
 
 # Table 1 of the v1 paper after the first 3x3 convolution (32 channels, stride 2):

@@ -23,19 +23,19 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import register_model
-from .blocks import check_input, init_kaiming, param_dtype
+from ._api import register_model
+from .blocks import check_choice, check_input, init_kaiming, param_dtype
 
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions (ResNet-18/34). The first one carries the stage's stride."""
 
     expansion = 1
-    plain = False  # True: the paper's plain baseline, the same layers without the shortcut
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1, downsample: nn.Module | None = None,
-                 stride_in_1x1: bool = False) -> None:
+                 stride_in_1x1: bool = False, plain: bool = False) -> None:
         super().__init__()
+        self.plain = plain  # True: the paper's plain baseline, the same layers without the shortcut
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
         self.relu = nn.ReLU(inplace=True)
@@ -68,14 +68,16 @@ class PadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, 0, self.out_channels - x.shape[1]))
 
 
-class Bottleneck(BasicBlock):
-    """1x1 (reduce to ``channels``) -> 3x3 -> 1x1 (expand to 4 x ``channels``) (ResNet-50/101/152)."""
+class Bottleneck(nn.Module):
+    """1x1 (reduce to ``channels``) -> 3x3 -> 1x1 (expand to 4 x ``channels``) (ResNet-50/101/152).
+    A sibling of ``BasicBlock``, as in torchvision: the same shortcut and sum, another residual."""
 
     expansion = 4
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1, downsample: nn.Module | None = None,
-                 stride_in_1x1: bool = False) -> None:
-        nn.Module.__init__(self)
+                 stride_in_1x1: bool = False, plain: bool = False) -> None:
+        super().__init__()
+        self.plain = plain
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)  # paper: the 1x1; torchvision v1.5: the 3x3
         self.conv1 = nn.Conv2d(in_channels, channels, 1, stride=s1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
@@ -92,9 +94,13 @@ class Bottleneck(BasicBlock):
         out = self.relu(self.bn2(self.conv2(out)))  # the 3x3 works on the narrow tensor
         return self.bn3(self.conv3(out))  # -> (N, 4c, H/s, W/s): the 1x1 expands back
 
+    shortcut = BasicBlock.shortcut
+    forward = BasicBlock.forward  # relu(residual + shortcut), or relu(residual) when plain
+
+
 
 # Table 1 of the paper: blocks per stage (conv2_x .. conv5_x) for each depth.
-LAYERS: dict[int, tuple[type[BasicBlock], list[int]]] = {
+LAYERS: dict[int, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
     18: (BasicBlock, [2, 2, 2, 2]),
     34: (BasicBlock, [3, 4, 6, 3]),
     50: (Bottleneck, [3, 4, 6, 3]),
@@ -106,13 +112,15 @@ CIFAR_WIDTHS = (16, 32, 64)  # Section 4.2: 2n layers each on 32x32, 16x16 and 8
 
 
 class ResNet(nn.Module):
-    def __init__(self, block: type[BasicBlock], layers: list[int], num_classes: int = 1000, in_channels: int = 3,
-                 small_input: bool = False, variant: Literal["torchvision", "paper"] = "torchvision",
-                 zero_init_residual: bool = False, widths: tuple[int, ...] = STAGE_WIDTHS,
+    def __init__(self, block: type[BasicBlock | Bottleneck], layers: list[int], num_classes: int = 1000,
+                 in_channels: int = 3, small_input: bool = False,
+                 variant: Literal["torchvision", "paper"] = "torchvision", zero_init_residual: bool = False,
+                 widths: tuple[int, ...] = STAGE_WIDTHS,
                  shortcut: Literal["A", "B"] = "B", plain: bool = False, name: str = "ResNet") -> None:
         super().__init__()
         if variant not in ("torchvision", "paper"):
             raise ValueError(f"variant must be 'torchvision' or 'paper', got {variant!r}")
+        check_choice("shortcut", shortcut, ("A", "B"))
         self.name = name
         self.input_shape = (in_channels, 32, 32) if small_input else (in_channels, 224, 224)
         # the smallest grid that the stride-2 steps (the stages' after the first, the stem's two) leave >= 1
@@ -129,21 +137,18 @@ class ResNet(nn.Module):
         self.in_channels = width
         self.num_stages = len(layers)
         for i, (blocks, w) in enumerate(zip(layers, widths, strict=True)):
-            stage = self._make_layer(block, w, blocks, 1 if i == 0 else 2, variant == "paper", shortcut)
+            stage = self._make_layer(block, w, blocks, 1 if i == 0 else 2, variant == "paper", shortcut, plain)
             setattr(self, f"layer{i + 1}", stage)  # layer2..4 halve the grid: 56 -> 28 -> 14 -> 7
-        for m in self.modules():
-            if isinstance(m, BasicBlock):
-                m.plain = plain
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(self.in_channels, num_classes)
         init_kaiming(self)
         if zero_init_residual:  # each block starts as the identity (Goyal et al., 2017)
             for m in self.modules():
-                if isinstance(m, BasicBlock):
+                if isinstance(m, (BasicBlock, Bottleneck)):
                     nn.init.zeros_((m.bn3 if isinstance(m, Bottleneck) else m.bn2).weight)
 
-    def _make_layer(self, block: type[BasicBlock], channels: int, blocks: int, stride: int,
-                    stride_in_1x1: bool, shortcut: str) -> nn.Sequential:
+    def _make_layer(self, block: type[BasicBlock | Bottleneck], channels: int, blocks: int, stride: int,
+                    stride_in_1x1: bool, shortcut: str, plain: bool) -> nn.Sequential:
         downsample: nn.Module | None = None
         if shortcut == "A" and (stride != 1 or self.in_channels != channels * block.expansion):
             downsample = PadShortcut(channels * block.expansion, stride)
@@ -151,9 +156,9 @@ class ResNet(nn.Module):
             downsample = nn.Sequential(
                 nn.Conv2d(self.in_channels, channels * block.expansion, 1, stride=stride, bias=False),
                 nn.BatchNorm2d(channels * block.expansion))
-        layers = [block(self.in_channels, channels, stride, downsample, stride_in_1x1)]
+        layers = [block(self.in_channels, channels, stride, downsample, stride_in_1x1, plain)]
         self.in_channels = channels * block.expansion
-        layers += [block(self.in_channels, channels) for _ in range(1, blocks)]  # identity shortcuts
+        layers += [block(self.in_channels, channels, plain=plain) for _ in range(1, blocks)]  # identity shortcuts
         return nn.Sequential(*layers)
 
     # ``features`` and ``classifier`` are views on torchvision's attributes (the book's uniform

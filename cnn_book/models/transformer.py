@@ -49,6 +49,26 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     return weights @ value, weights
 
 
+def _count_cpu_flash_attention() -> None:
+    """Teach ``torch.utils.flop_counter`` the fused kernel PyTorch runs on a CPU, which it does not
+    count (torch 2.14): its FLOPs are those of the explicit attention's two matrix products, the
+    formula torch uses for the GPU kernels. So a model's FLOPs do not depend on which path ran."""
+    from torch.utils import flop_counter as fc
+
+    ops = torch.ops.aten
+    forward = getattr(ops, "_scaled_dot_product_flash_attention_for_cpu", None)
+    backward = getattr(ops, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    if forward is not None and forward not in fc.flop_registry:
+        fc.register_flop_formula(forward)(lambda q, k, v, *args, out_shape=None, **kwargs:
+                                          fc.sdpa_flop_count(q, k, v))
+    if backward is not None and backward not in fc.flop_registry:
+        fc.register_flop_formula(backward)(lambda grad, q, k, v, *args, out_shape=None, **kwargs:
+                                           fc.sdpa_backward_flop_count(grad, q, k, v))
+
+
+_count_cpu_flash_attention()
+
+
 def causal_mask(length: int, keys: int | None = None, device: torch.device | str | None = None) -> Tensor:
     """(L, S) boolean, True where query i may attend to key j: j <= i (what a language model may see)."""
     return torch.ones(length, keys or length, dtype=torch.bool, device=device).tril()
@@ -110,10 +130,9 @@ class MultiheadAttention(nn.Module):
             else:
                 allowed = allowed.masked_fill(~keep, float("-inf"))
         p = self.dropout if self.training else 0.0
-        if need_weights or self.keep_weights or not self.training:
-            # the book's attention, which returns its weights (and whose FLOPs torch's counter sees)
+        if need_weights or self.keep_weights:  # the book's attention, which returns its weights
             out, weights = scaled_dot_product_attention(q, k, v, allowed, p, is_causal)
-        else:  # training: PyTorch's fused kernel, the same result (tested), faster, no (L, S) weights kept
+        else:  # PyTorch's fused kernel: the same result (tested), faster, no (L, S) weights kept
             if is_causal and allowed is not None:
                 causal = causal_mask(length, k.shape[-2], q.device)
                 allowed = (allowed & causal if allowed.dtype == torch.bool

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import register_model
+from ._api import register_model
 from .blocks import check_input, init_kaiming, param_dtype
 
 

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import register_model
-from .blocks import check_input, param_dtype
+from ._api import register_model
+from .blocks import check_choice, check_input, param_dtype
 
 
 class VAEOutput(NamedTuple):
@@ -63,6 +63,7 @@ class VAE(nn.Module):
         super().__init__()
         if isinstance(latent_size, bool) or not isinstance(latent_size, int) or latent_size < 1:
             raise ValueError(f"latent_size must be a positive whole number, got {latent_size!r}")
+        check_choice("variant", variant, ("conv", "paper"))
         self.latent_size, self.variant = latent_size, variant
         self.input_shape = (in_channels, 28, 28)
         self.name = f"VAE-{variant}-{latent_size}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import register_model
+from ._api import register_model
 from .blocks import check_input, param_dtype
 
 # Table 1 of the paper: convolution widths in order, "M" for a 2x2 max-pool. The 1x1 convolutions
@@ -99,7 +99,12 @@ class VGG(nn.Module):
         self.num_pools = config.count("M")
         # torchvision pools to 7x7 whatever the input; the CIFAR form keeps the 1x1 grid of a 32x32 input
         self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size)) if pool_size else nn.Identity()
-        flat = c * (pool_size or 1) ** 2
+        # without the adaptive pool the map after the last pool is input_size / 2**pools on a side
+        side = pool_size or input_size // 2**self.num_pools
+        if side < 1:
+            raise ValueError(f"{name} needs an input of at least {2**self.num_pools}x{2**self.num_pools} "
+                             f"({self.num_pools} poolings that halve it); got input_size={input_size}")
+        flat = c * side**2
         self.classifier = nn.Sequential(
             nn.Linear(flat, classifier_width),  # VGG-16: 25,088 -> 4,096, 103 M of its 138 M parameters
             nn.ReLU(inplace=True),

@@ -19,7 +19,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from . import register_model
+from ._api import register_model
 from .blocks import check_input, param_dtype
 from .transformer import EncoderBlock, attention_maps
 

@@ -7,10 +7,10 @@ box's width and height as fractions of the image (the paper's section 2). The la
 
     [x1, y1, w1, h1, c1,  x2, y2, w2, h2, c2,  p1 ... pC]      (B = 2: 10 + C numbers)
 
-``encode`` turns an image's boxes into that layout (the training target) and ``decode`` turns it
-back into boxes; the tests check that they are inverses. ``YOLOv1`` is the paper's network
-(``variant="paper"``) or a small form for a CPU (``variant="small"``); ``yolo_loss`` is the
-paper's equation (3), term by term.
+``encode`` (in ``cnn_book.data.detection``, where the targets are made) turns an image's boxes into
+that layout and ``decode`` turns it back into boxes; the tests check that they are inverses.
+``YOLOv1`` is the paper's network (``variant="paper"``) or a small form for a CPU
+(``variant="small"``); ``yolo_loss`` is the paper's equation (3), term by term.
 """
 
 from __future__ import annotations
@@ -21,44 +21,12 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
-from . import register_model
-from .blocks import check_input, param_dtype
+from ..data.detection import encode
+from ._api import register_model
+from .blocks import check_choice, check_input, param_dtype
 
-
-def _check_boxes(boxes: Tensor, labels: Tensor, size: int, num_classes: int) -> None:
-    if boxes.dim() != 2 or boxes.shape[1] != 4 or labels.shape != boxes.shape[:1]:
-        raise ValueError(f"boxes must be (K, 4) in (x1, y1, x2, y2) with labels (K,); got {tuple(boxes.shape)} "
-                         f"and {tuple(labels.shape)}")
-    if len(boxes) and ((boxes[:, 2:] <= boxes[:, :2]).any() or boxes.min() < 0 or boxes.max() > size):
-        raise ValueError(f"every box needs x1 < x2 and y1 < y2 inside the {size}x{size} image")
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"labels must lie in 0 .. {num_classes - 1}")
-
-
-def encode(boxes: Tensor, labels: Tensor, size: int, grid: int = 7, num_boxes: int = 2,
-           num_classes: int = 10) -> tuple[Tensor, int]:
-    """(the S x S x (5B + C) target of one image, how many boxes did not fit).
-
-    ``boxes`` (K, 4) are pixel coordinates (x1, y1, x2, y2) in a ``size`` x ``size`` image and
-    ``labels`` (K,) their classes. The cell that holds a box's centre is responsible for it: its B
-    box slots all hold the box (which of the B predictors answers for it is decided in the loss,
-    by IoU) with confidence 1, and its class slot the one-hot class. A cell holds one object: a
-    second centre in a taken cell is dropped and counted, the one-object-per-cell limit of v1."""
-    _check_boxes(boxes, labels, size, num_classes)
-    s, b = grid, num_boxes
-    target = torch.zeros(s, s, 5 * b + num_classes)
-    dropped = 0
-    cell = size / s
-    for (x1, y1, x2, y2), label in zip(boxes.tolist(), labels.tolist(), strict=True):
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        col, row = min(int(cx // cell), s - 1), min(int(cy // cell), s - 1)
-        if target[row, col, 4] == 1:
-            dropped += 1
-            continue
-        box = torch.tensor([cx / cell - col, cy / cell - row, (x2 - x1) / size, (y2 - y1) / size, 1.0])
-        target[row, col, : 5 * b] = box.repeat(b)
-        target[row, col, 5 * b + label] = 1.0
-    return target, dropped
+__all__ = ["encode", "corners", "decode", "YOLOv1", "yolov1", "yolo_loss", "detections", "coco_map", "detect",
+           "found", "truths", "precision_recall", "average_precision", "interpolated", "cell_iou"]
 
 
 def corners(t: Tensor, grid: int, size: float = 1.0, clamp: bool = False) -> tuple[Tensor, ...]:
@@ -138,6 +106,7 @@ class YOLOv1(nn.Module):
                  variant: Literal["paper", "fast", "small"] = "paper", grid: int = 7, num_boxes: int = 2,
                  dropout: float = 0.5) -> None:
         super().__init__()
+        check_choice("variant", variant, tuple(LAYERS))
         layers, size, hidden, bottleneck = LAYERS[variant]
         self.name = f"YOLOv1-{variant}"
         self.input_shape = (in_channels, size, size)

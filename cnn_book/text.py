@@ -330,9 +330,9 @@ class TokenData:
         x, y = self.split(split)
         for idx in batch_indices(len(x), batch_size, shuffle, limit, generator, merge_single, x.device):
             if self.masking is not None and split == "train":
-                yield mask_tokens(x[idx], self.masking, generator)
+                yield mask_tokens(x.index_select(0, idx), self.masking, generator)
             else:
-                yield x[idx], y[idx]
+                yield x.index_select(0, idx), y.index_select(0, idx)
 
     def describe(self, n_train: int, n_test: int) -> str:
         return f"{n_train:,} train / {n_test:,} test sequences of {self.input_shape[0]} tokens"

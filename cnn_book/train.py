@@ -128,9 +128,17 @@ def _count(data: ImageData, split: str, limit: int | None) -> int:
 
 
 def _add(sums: dict, values: dict, weight: float = 1) -> None:
+    """``sums[k] += values[k] * weight``, on the device (no sync); a tensor that several names share
+    (a classifier's loss is its cross-entropy) is weighted once, and a weight of 1 costs nothing."""
+    weighted: dict[int, torch.Tensor] = {}
     for k, v in values.items():
-        v = v.detach() if isinstance(v, torch.Tensor) else v
-        sums[k] = sums.get(k, 0) + v * weight
+        if isinstance(v, torch.Tensor):
+            if id(v) not in weighted:
+                weighted[id(v)] = v.detach() if weight == 1 else v.detach() * weight
+            v = weighted[id(v)]
+        elif weight != 1:
+            v = v * weight
+        sums[k] = sums.get(k, 0) + v
 
 
 @torch.no_grad()

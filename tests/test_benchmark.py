@@ -34,3 +34,21 @@ def test_the_step_is_split_into_phases_and_operators(bench):
     assert len(names) == 8 and "aten::convolution_backward" in names
     shares = [share for _, share in step["top_ops"]]
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1
+
+
+def test_fit_on_batches_made_beforehand_is_fit_without_its_data_path(bench, small_fmnist):
+    """The ceiling is measured alike: fit on the prepared batches runs the same steps on the same
+    batches in the same order, so it trains the same weights bit for bit; only the data path is gone."""
+    import torch
+
+    from cnn_book.models import get_model
+    from cnn_book.train import fit
+
+    weights = []
+    for data in (small_fmnist, bench.prepared(small_fmnist, 128)):
+        torch.manual_seed(0)
+        model = get_model("lenet5")
+        fit(model, data, epochs=1, batch_size=128, device="cpu", progress=False)
+        weights.append([p.detach().clone() for p in model.parameters()])
+    assert bench.same_weights(*weights)
+    assert len(bench.prepared(small_fmnist, 128).prepared) == 8  # 1,024 images in batches of 128

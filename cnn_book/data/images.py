@@ -86,9 +86,17 @@ class ImageData:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         if augment:
             x = random_flip_and_shift(x, shift=max(1, x.shape[-1] // 14), generator=generator)
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (x - mean) / std
+        mean, std = self.normalisation(x.device)
+        return x.sub_(mean).div_(std)  # x is this batch's own copy: normalised in place
+
+    def normalisation(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``mean`` and ``std`` as (1, C, 1, 1) tensors on ``device``, made once per device (not per batch:
+        on a GPU each would be a copy from the host)."""
+        cache = self.__dict__.setdefault("_normalisation", {})
+        key = (device, tuple(self.mean), tuple(self.std))  # a changed mean or std is made anew
+        if key not in cache:
+            cache[key] = tuple(torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (self.mean, self.std))
+        return cache[key]
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, augment: bool = False,
                 limit: int | None = None, generator: torch.Generator | None = None, merge_single: bool = False):
@@ -98,7 +106,7 @@ class ImageData:
         this: a batch norm cannot normalise one value per channel, as on a 1x1 map)."""
         x, y = self.split(split)
         for idx in batch_indices(len(x), batch_size, shuffle, limit, generator, merge_single, x.device):
-            yield self.prepare(x[idx], augment=augment, generator=generator), y[idx]
+            yield self.prepare(x.index_select(0, idx), augment=augment, generator=generator), y.index_select(0, idx)
 
     def images(self, split: str = "test", index: int | list[int] = 0) -> Tensor:
         """Prepared images ready for the model: ``(1, C, H, W)`` for an int, ``(k, C, H, W)`` for a list."""
@@ -186,7 +194,7 @@ class BinaryImages(ImageData):
         x, _ = self.split(split)
         draw = generator or torch.Generator().manual_seed(0)  # without one: the same 0/1 images every time
         for idx in batch_indices(len(x), batch_size, shuffle, limit, generator, merge_single, x.device):
-            images = self.prepare(x[idx], augment)
+            images = self.prepare(x.index_select(0, idx), augment)
             if split == "train" and self.dynamic:  # drawn on the CPU from fit's generator: the same run on any device
                 images = (torch.rand(images.shape, generator=draw).to(images.device) < images).float()
             yield images, images

@@ -35,13 +35,12 @@ class SegmentationData(ImageData):
                 limit: int | None = None, generator: torch.Generator | None = None, merge_single: bool = False):
         x, y = self.split(split)
         for idx in batch_indices(len(x), batch_size, shuffle, limit, generator, merge_single, x.device):
-            images, masks = x[idx].float().div_(255), y[idx]
+            images, masks = x.index_select(0, idx).float().div_(255), y.index_select(0, idx)
             if augment:  # the mask rides along as one more channel, so both get the same flip and shift
                 both = random_flip_and_shift(torch.cat([images, masks.unsqueeze(1).float()], 1),
                                              shift=max(1, images.shape[-1] // 14), generator=generator)
                 images, masks = both[:, :-1], both[:, -1].round()  # shifted-in border: black, background 0
-            mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+            mean, std = self.normalisation(images.device)
             yield (images - mean) / std, masks.long()
 
     def masks(self, split: str = "test", index: int | list[int] = 0) -> Tensor:

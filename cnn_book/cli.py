@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +15,47 @@ from pathlib import Path
 import torch
 
 from . import distributed, recipes
+from .files import atomic_write
 from .train import History, fit
+
+
+def _check_out(parser: argparse.ArgumentParser, out: str | None, writer: bool) -> Path | None:
+    """``--out`` as a folder that exists or can be made, and can be written to; refused otherwise.
+    Only the process that will write (``writer``: rank 0) makes the folder."""
+    if out is None:
+        return None
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        parser.error(f"--out {out} is a file, not a folder: name a folder for history.json and model.pt")
+    if not writer:
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        parser.error(f"--out {out} cannot be made ({e.strerror})")
+    if not os.access(path, os.W_OK):
+        parser.error(f"--out {out} cannot be written to: name a folder you can write to")
+    return path
+
+
+def _strict(value):
+    """``value`` with every NaN and infinity as None: strict JSON (a run that diverged has them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
+def save(hist: History, model: torch.nn.Module, out: Path) -> None:
+    """``out/history.json`` and ``out/model.pt``, each written to a temporary file and renamed: a full
+    disk or Ctrl-C during the save leaves the files of the previous run as they were."""
+    with atomic_write(out / "model.pt") as f:
+        torch.save(model.state_dict(), f)
+    with atomic_write(out / "history.json", "w") as f:
+        f.write(json.dumps(_strict(hist.to_dict()), indent=1, default=str, allow_nan=False) + "\n")
 
 
 def main(argv: list[str] | None = None) -> History:
@@ -34,7 +76,14 @@ def main(argv: list[str] | None = None) -> History:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="a folder for history.json and model.pt (written by rank 0 only)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    for name in ("epochs", "batch_size", "train_images"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
+        parser.error(f"--lr must be a positive, finite number, got {args.lr}")
     world = distributed.world()
+    out = _check_out(parser, args.out, world.main)  # before any work: a path that cannot take the files is refused
     recipe = recipes.get(args.recipe, args.device)
     changes = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                  ("train_images", args.train_images)) if v is not None}
@@ -45,11 +94,8 @@ def main(argv: list[str] | None = None) -> History:
     model = recipe.build()
     try:
         hist = fit(model, recipes.load_data(recipe), device=args.device, seed=args.seed, **recipe.fit_args)
-        if args.out and world.main:
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "history.json").write_text(json.dumps(hist.to_dict(), indent=1, default=str))
-            torch.save(model.state_dict(), out / "model.pt")
+        if out is not None and world.main:
+            save(hist, model, out)
             print(f"Wrote {out / 'history.json'} and {out / 'model.pt'}")
     finally:
         if world.distributed and torch.distributed.is_initialized():

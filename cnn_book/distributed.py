@@ -26,6 +26,7 @@ read only its own shard instead (``torch.utils.data.DistributedSampler``).
 from __future__ import annotations
 
 import argparse
+import datetime
 import functools
 import json
 import operator
@@ -41,6 +42,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .device import default_device, describe_device
+from .settings import dist_timeout
 
 __all__ = ["Group", "World", "world", "device_for", "init", "local_batch", "shard_batches", "all_reduce_sums",
            "steps_per_epoch", "wrap", "unused_parameters", "broadcast_buffers", "ring_all_reduce_bytes",
@@ -107,8 +109,18 @@ def init(w: World, device: torch.device) -> None:
                              "which sets both")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=w.rank, world_size=w.size,
-                            device_id=device if device.type == "cuda" else None)
+    seconds = dist_timeout()
+    try:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=w.rank, world_size=w.size,
+                                device_id=device if device.type == "cuda" else None,
+                                timeout=datetime.timedelta(seconds=seconds))
+    except dist.DistError as e:
+        where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+        raise RuntimeError(
+            f"process {w.rank} of WORLD_SIZE={w.size} waited {seconds:g} s for the others at {where} and not all "
+            f"of them came ({str(e).splitlines()[0]}). A WORLD_SIZE left in the environment, or processes started "
+            f"by hand? Start every process with torchrun (torchrun --nproc-per-node N ...), or unset WORLD_SIZE "
+            f"to train in one process; CNN_BOOK_DIST_TIMEOUT sets how long to wait.") from None
 
 
 def wrap(model: nn.Module, w: World, device: torch.device, find_unused: bool) -> nn.Module:

@@ -274,7 +274,10 @@ def load_data(recipe: Recipe):
     from . import data
 
     if recipe.data in TEXT:
-        return _text_data(recipe)
+        text_data = _text_data(recipe)
+        n = recipe.train_images
+        return text_data if n is None else replace(text_data, train_x=text_data.train_x[:n],
+                                                   train_y=text_data.train_y[:n])
     if recipe.data == "fashion_mnist_scenes":
         return recipe.prepare(data.fashion_mnist_scenes())
     if recipe.data == "neon_trees":

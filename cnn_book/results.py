@@ -41,9 +41,13 @@ def record(key: str, chapter: str, history: History, summary: ModelSummary) -> P
     if history.quick:
         print("Quick mode: the results table is left as it is.")
         return None
-    folder = Path(os.environ.get("CNN_BOOK_RESULTS", RESULTS_DIR))
+    chosen = os.environ.get("CNN_BOOK_RESULTS")
+    folder = Path(chosen or RESULTS_DIR)
     if not folder.is_dir():
-        return None
+        if chosen:  # asked for, and not there: a typo should not silently keep the row
+            raise ValueError(f"CNN_BOOK_RESULTS={chosen} is not a folder: create it, or unset CNN_BOOK_RESULTS to "
+                             f"write to the book's own table")
+        return None  # outside the book's checkout (Colab, a reader's script): nothing to record into
     if history.model and summary.model != history.model:
         raise ValueError(f"the summary is of {summary.model} but the history is of {history.model}: pass "
                          f"inspect.summary(model, ...) of the model that was trained")

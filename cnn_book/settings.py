@@ -3,6 +3,7 @@
 - ``CNN_BOOK_QUICK``: quick mode, training capped to a small subset and a few steps (the tests).
 - ``CNN_BOOK_OFFLINE``: published weights only from torch's cache, never downloaded.
 - ``CNN_BOOK_PROGRESS``: tqdm progress bars while training (on unless set to a false value).
+- ``CNN_BOOK_DIST_TIMEOUT``: seconds a process under torchrun waits for the others (300 by default).
 
 Each takes 1/0, true/false, yes/no or on/off, in any case and with spaces around; unset or empty
 means the default. Anything else is an error that names the variable, so that a typo such as
@@ -11,6 +12,7 @@ means the default. Anything else is an error that names the variable, so that a 
 
 from __future__ import annotations
 
+import math
 import os
 
 TRUE = ("1", "true", "yes", "on")
@@ -44,3 +46,16 @@ def offline() -> bool:
 def progress_bars() -> bool:
     """``CNN_BOOK_PROGRESS``: show progress bars while training (on by default)."""
     return env_flag("CNN_BOOK_PROGRESS", default=True)
+
+
+def dist_timeout() -> float:
+    """``CNN_BOOK_DIST_TIMEOUT``: seconds to wait for the other processes of a torchrun job (300)."""
+    raw = os.environ.get("CNN_BOOK_DIST_TIMEOUT", "").strip() or "300"
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ValueError(f"CNN_BOOK_DIST_TIMEOUT={raw!r} is not a number of seconds: give a positive number, "
+                         "or leave it unset for 300")
+    return seconds

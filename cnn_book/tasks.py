@@ -46,6 +46,10 @@ class Task:
         if loss not in self.losses:
             raise ValueError(f"loss={loss!r} does not fit a {self.name} task, which takes "
                              f"{' or '.join(map(repr, self.losses))}")
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or \
+                not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing is the share of the target spread over the other classes: a number "
+                             f"from 0 (none) up to, not including, 1; got {label_smoothing!r}")
         self.loss_name, self.label_smoothing = loss, label_smoothing
 
     def loss(self, model: nn.Module, output, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -347,7 +351,9 @@ class Detection(Task):
             return {}
         r = self.map.compute()
         self.map.reset()
-        return {"map": float(r["map"]), "map50": float(r["map_50"])}
+        # torchmetrics (COCO's evaluation) gives -1 when the images hold no box at all: undefined, not a score
+        return {k: float(r[key]) if float(r[key]) >= 0 else math.nan for k, key in (("map", "map"),
+                                                                                     ("map50", "map_50"))}
 
     def check(self, output, target, data):
         if not isinstance(output, Tensor) or output.dim() != 4:
@@ -369,10 +375,10 @@ class Detection(Task):
         return torch.randn(n, *input_shape, device=device), target.to(device)
 
     def epoch_line(self, train, test):
-        return f"test mAP@0.5 {test['map50']:.3f}  mAP@[.5:.95] {test['map']:.3f}"
+        return f"test mAP@0.5 {_score(test['map50'])}  mAP@[.5:.95] {_score(test['map'])}"
 
     def summary_line(self, test):
-        return f"test mAP@0.5 {test['map50']:.3f} | COCO mAP@[.5:.95] {test['map']:.3f}"
+        return f"test mAP@0.5 {_score(test['map50'])} | COCO mAP@[.5:.95] {_score(test['map'])}"
 
     def results(self, curves):
         return {"test_map50": curves["test_map50"][-1], "test_map": curves["test_map"][-1]}
@@ -440,6 +446,11 @@ class LanguageModel(Task):
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (Classification, Segmentation, Generative, Detection,
                                                       LanguageModel)}
+
+
+def _score(v: float) -> str:
+    """A mAP as printed: three decimals, or "undefined" when there was no box to find."""
+    return "undefined (no boxes)" if math.isnan(v) else f"{v:.3f}"
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:

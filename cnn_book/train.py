@@ -19,6 +19,7 @@ The command line, ``python -m cnn_book.train --recipe NAME``, is ``cnn_book.cli`
 from __future__ import annotations
 
 import copy
+import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -66,6 +67,7 @@ class History:
     wall_seconds: float = 0.0  # the whole fit, evaluation included
     skipped_steps: int = 0  # fp16: steps the GradScaler skipped because a gradient overflowed
     processes: int = 1  # under torchrun: how many trained together (train_images counts all of theirs)
+    stopped: str | None = None  # why training stopped early: the loss stopped being a number
 
     def __getitem__(self, name: str) -> list[float]:
         if name not in self.curves:
@@ -120,6 +122,9 @@ def _to_model_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _count(data: ImageData, split: str, limit: int | None) -> int:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit is how many {split} items to use: a whole number of at least 1, or None for all; "
+                         f"got {limit!r}")
     n = len(data.split(split)[0])
     if n == 0 or limit == 0:
         raise ValueError(f"the {split} split of {data.name} is empty{' (limit=0)' if n else ''}: "
@@ -240,7 +245,7 @@ def _optimizer(name: str, params, lr: float, weight_decay: float, momentum: floa
 
 @torch.no_grad()
 def check_setup(model: nn.Module, data: ImageData, task: Task, *, epochs: int = 1, batch_size: int = 1,
-                lr: float = 1e-3, precision: Precision = PRECISIONS["fp32"]) -> None:
+                lr: float = 1e-3, precision: Precision = PRECISIONS["fp32"], grad_clip: float | None = None) -> None:
     """Catch the mistakes that would otherwise fail deep inside a loss after a full epoch, before
     any work: the settings, an empty split, and the model's output against the data and the task
     (number of classes, one score per image or per pixel, mask sizes), from one forward pass of two
@@ -248,8 +253,11 @@ def check_setup(model: nn.Module, data: ImageData, task: Task, *, epochs: int = 
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
-    if not lr > 0:
-        raise ValueError(f"the learning rate must be positive, got lr={lr!r}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"the learning rate must be a positive, finite number, got lr={lr!r}")
+    if grad_clip is not None and not (grad_clip > 0 and math.isfinite(grad_clip)):
+        raise ValueError(f"grad_clip is the largest norm the gradients may keep: a positive number, or None for "
+                         f"no clipping; got {grad_clip!r} (0 would stop learning, a negative one reverse it)")
     _count(data, "train", None)
     _count(data, "test", None)
     x, y = next(data.batches("train", 2))
@@ -257,6 +265,13 @@ def check_setup(model: nn.Module, data: ImageData, task: Task, *, epochs: int = 
     with precision.autocast(data.device):
         out = model.eval()(_to_model_layout(x, data.device))
     model.train(was_training)
+    if not isinstance(out, (torch.Tensor, tuple)) or (  # a dict, a list, an object of a library's
+            isinstance(out, tuple) and not all(o is None or isinstance(o, torch.Tensor) for o in out)):
+        what = f"a dict with keys {', '.join(map(repr, out))}" if isinstance(out, dict) else type(out).__name__
+        raise ValueError(f"fit expects the model to return its scores as a tensor (or a tuple of tensors, the "
+                         f"main output first: auxiliary heads); "
+                         f"{getattr(model, 'name', type(model).__name__)} returns {what}. Wrap it in a module "
+                         f"whose forward returns the tensor (say, model(x)['logits'])")
     task.check(out, y, data)
 
 
@@ -318,7 +333,36 @@ def _limits(data, epochs: int) -> tuple[int, int | None, int | None]:
     return epochs, min(QUICK_TRAIN_IMAGES, cap), min(QUICK_TEST_IMAGES, cap)
 
 
-def _opening(name: str, data, n_train: int, n_test: int, epochs: int, hist: History, batch_size: int,
+def _plan(data, group: Group, train_limit: int | None, test_limit: int | None, batch_size: int,
+          log_every: int) -> tuple[int, int, int, int]:
+    """(training items, test items, steps per epoch, steps per logged window) of a run."""
+    n_train, n_test = _count(data, "train", train_limit), _count(data, "test", test_limit)
+    group.check_sizes(n_train, n_test)
+    steps_per_epoch = group.steps_per_epoch(n_train, batch_size)  # a lone last image merges
+    return n_train, n_test, steps_per_epoch, max(1, min(log_every, steps_per_epoch))
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work: the clock then reads the time it took, not the time to queue it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _diverged(total: float, pending: list[tuple[int, torch.Tensor]], lr: float, precision: str) -> str | None:
+    """None while ``total`` (the loss summed over the steps since the last check, over all processes)
+    is a number; else what ``fit`` says as it stops: at which step the loss stopped being one (from
+    ``pending``, this process's (step, loss) since then) and what to try."""
+    if math.isfinite(total):
+        return None
+    bad = [st for (st, _), v in zip(pending, torch.stack([v for _, v in pending]).tolist() if pending else [],
+                                    strict=True) if not math.isfinite(v)]
+    where = f"at step {bad[0]}" if bad else "in another process"
+    return (f"Stopped {where}: the loss became {'NaN' if math.isnan(total) else 'infinite'}, and more steps "
+            f"would spread it.\nTry a lower learning rate (lr={lr:g} now) or clipping (grad_clip=1.0)"
+            f"{'' if precision == 'fp32' else ', or precision=' + repr('fp32')}.")
+
+
+def _opening(data, n_train: int, n_test: int, epochs: int, hist: History, batch_size: int,
              optimizer: str, momentum: float, lr: float, schedule: str, augment: bool, group: Group,
              find_unused: bool) -> list[str]:
     """The lines ``fit`` prints before the first step: data parallelism, quick mode, what trains."""
@@ -331,7 +375,7 @@ def _opening(name: str, data, n_train: int, n_test: int, epochs: int, hist: Hist
         lines.append(f"QUICK MODE (CNN_BOOK_QUICK=1): {epochs} epoch(s) on {n_train:,} training {data.unit}, "
                      f"tested on {n_test:,}. A smoke test, not the chapter's result.")
     opt = optimizer if optimizer != "sgd" or momentum else "plain sgd"
-    lines.append(f"Training {name} on {data.name} ({data.describe(n_train, n_test)}) for {epochs} epochs on "
+    lines.append(f"Training {hist.model} on {data.name} ({data.describe(n_train, n_test)}) for {epochs} epochs on "
                  f"{hist.device} in {hist.precision}: batch {batch_size}, {opt} lr {lr:g} {schedule}"
                  f"{', augmented' if augment else ''}")
     return lines
@@ -372,11 +416,8 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
     data = data if data.device == device else data.to(device)
     epochs, train_limit, test_limit = _limits(data, epochs)
     model.to(device, memory_format=torch.channels_last if _channels_last(device) else torch.preserve_format)
-    check_setup(model, data, task, epochs=epochs, batch_size=batch_size, lr=lr, precision=prec)
-    n_train, n_test = _count(data, "train", train_limit), _count(data, "test", test_limit)
-    group.check_sizes(n_train, n_test)
-    steps_per_epoch = group.steps_per_epoch(n_train, batch_size)  # a lone last image merges
-    log_every = max(1, min(log_every, steps_per_epoch))
+    check_setup(model, data, task, epochs=epochs, batch_size=batch_size, lr=lr, precision=prec, grad_clip=grad_clip)
+    n_train, n_test, steps_per_epoch, log_every = _plan(data, group, train_limit, test_limit, batch_size, log_every)
     progress = (progress_bars() if progress is None else progress) and group.main
 
     torch.manual_seed(seed + group.rank)  # dropout differs between processes, as their data do
@@ -384,17 +425,17 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
     opt = _optimizer(optimizer, param_groups(model, lr, lr_scale), lr, weight_decay, momentum)
     sched = _scheduler(schedule, opt, epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=prec.scaled)
-    name = getattr(model, "name", None) or type(model).__name__
-    hist = History(model=name, task=task.name, device=group.describe(), precision=prec.name, quick=quick_mode(),
+    hist = History(model=getattr(model, "name", None) or type(model).__name__, task=task.name,
+                   device=group.describe(), precision=prec.name, quick=quick_mode(),
                    input_shape=tuple(data.input_shape), processes=group.size)
     net, find_unused = group.wrap(model, lambda: _unused_parameters(model, data, task, prec))  # DDP(model)
-    group.say(*_opening(name, data, n_train, n_test, epochs, hist, batch_size, optimizer, momentum, lr, schedule,
+    group.say(*_opening(data, n_train, n_test, epochs, hist, batch_size, optimizer, momentum, lr, schedule,
                         augment, group, find_unused))
 
-    start, step = time.perf_counter(), 0
+    start, step, stop = time.perf_counter(), 0, None
     for epoch in range(1, epochs + 1):
         model.train()
-        t0, seen, counted, losses, sums, window, in_window = time.perf_counter(), 0, 0, {}, {}, {}, 0
+        t0, seen, counted, losses, sums, window, pending = time.perf_counter(), 0, 0, {}, {}, {}, []
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress)
         batches = data.batches("train", group.global_batch(batch_size), shuffle=True, augment=augment,
                                limit=train_limit, generator=gen, merge_single=True)
@@ -408,19 +449,21 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
             bar.update()
             if skipped:  # fp16: a step the scaler skipped (its loss overflowed) stays out of the curves
                 continue
-            scores, counted, in_window = task.score(out, y), counted + len(x), in_window + 1
+            scores, counted = task.score(out, y), counted + len(x)
             _add(losses, {"loss": loss_t, **parts}, len(x))
             _add(sums, scores)
             _add(window, {"loss": loss_t, **scores})
-            if in_window == log_every:  # one host-device sync every log_every steps, not every step
+            pending.append((step, loss_t.detach()))  # the window's losses: which step diverged, if one did
+            if len(pending) == log_every:  # one host-device sync every log_every steps, not every step
                 window = group.sum(window)
-                hist.add_window(step, {"loss": window.pop("loss").item() / (in_window * group.size),
-                                       **task.metrics(window)})
-                window, in_window = {}, 0
+                total = window.pop("loss").item()
+                hist.add_window(step, {"loss": total / (log_every * group.size), **task.metrics(window)})
+                stop, window, pending = _diverged(total, pending, lr, prec.name), {}, []
                 bar.set_postfix(loss=f"{losses['loss'].item() / counted:.3f}", **task.metrics(sums))
+                if stop:
+                    break
         bar.close()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        _synchronize(device)
         hist.train_seconds += time.perf_counter() - t0
         losses, sums, n = group.end_epoch(model, losses, sums, {"counted": counted, "seen": seen})
         hist.train_images += n["seen"]
@@ -429,6 +472,10 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
         hist.add_epoch(epoch, train, test, time.perf_counter() - t0)
         group.say(f"epoch {epoch:2d}/{epochs}  loss {train['loss']:.3f}  {task.epoch_line(train, test)}"
                   f"  ({hist.epoch_seconds[-1]:.1f} s)")
+        if stop := stop or _diverged(train["loss"], pending, lr, prec.name):  # the steps after the last window
+            hist.stopped = stop
+            group.say(stop)
+            break
     hist.wall_seconds = time.perf_counter() - start
     group.say(_summary(hist, data, task, test))
     return hist

@@ -45,6 +45,8 @@ def per_class(data: ImageData, n: int, seed: int = 0, repeat_to: int | None = No
     (the draws are nested: the 10 per class of a seed are among its 100 per class). ``repeat_to``
     repeats them, the classes taking turns, up to that many images, so that runs on sets of
     different sizes take the same number of steps per epoch. The test set is unchanged."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n, the training images of each class, must be a whole number of at least 1, got {n!r}")
     gen = torch.Generator().manual_seed(seed)
     labels = data.train_y.cpu()
     picks = []
@@ -73,26 +75,68 @@ def new_head(model: nn.Module, num_classes: int) -> nn.Linear:
     return head[-1]
 
 
+class FrozenBatchNorm1d(FrozenBatchNorm2d):
+    """``FrozenBatchNorm2d`` for (N, C) and (N, C, L) inputs: normalise with the stored statistics, always."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+# each trainable batch norm and its frozen form
+_FROZEN = {nn.BatchNorm1d: FrozenBatchNorm1d, nn.BatchNorm2d: FrozenBatchNorm2d}
+
+
 def freeze(model: nn.Module, *prefixes: str) -> int:
     """Stop training the parameters whose names start with one of ``prefixes`` (all of them if none
-    are given): no gradients, and their batch norms turned into ``FrozenBatchNorm2d``, which always
-    normalises with the stored ImageNet statistics. A plain ``requires_grad = False`` is not enough:
-    in ``model.train()`` a batch norm would still normalise with each batch's own statistics and move
-    its stored ones toward the new data's.
+    are given; a prefix that names no part of the model is refused, so that a typo cannot turn a
+    linear probe into fine-tuning): no gradients, and their batch norms (1-d and 2-d) turned into
+    frozen ones, which always normalise with the stored ImageNet statistics. A plain
+    ``requires_grad = False`` is not enough: in ``model.train()`` a batch norm would still
+    normalise with each batch's own statistics and move its stored ones toward the new data's.
     Returns the number of parameters frozen."""
+    _check_prefixes(model, prefixes, "freeze")
     frozen = _set_trainable(model, prefixes, False)
-    _swap_batch_norms(model, prefixes, nn.BatchNorm2d, lambda bn: FrozenBatchNorm2d(bn.num_features, eps=bn.eps))
+    for kind, cold in _FROZEN.items():
+        _swap_batch_norms(model, prefixes, kind, lambda bn, cold=cold: _frozen_copy(bn, cold))
     return frozen
 
 
 def unfreeze(model: nn.Module, *prefixes: str) -> int:
-    """Undo ``freeze`` for the parameters under ``prefixes`` (all if none are given): gradients on
-    again, and each ``FrozenBatchNorm2d`` turned back into a ``BatchNorm2d`` with the same weights
-    and statistics, which training mode updates again. The usual order when fine-tuning in stages:
-    train the new head on a frozen network first, then unfreeze the last blocks, then all of it.
+    """Undo ``freeze`` for the parameters under ``prefixes`` (all if none are given; an unknown
+    prefix is refused): gradients on again, and each frozen batch norm turned back into a trainable
+    one with the same weights, statistics, momentum and count of batches, which training mode
+    updates again. The usual order when fine-tuning in stages: train the new head on a frozen
+    network first, then unfreeze the last blocks, then all of it.
     Returns the number of parameters unfrozen."""
-    _swap_batch_norms(model, prefixes, FrozenBatchNorm2d, lambda bn: nn.BatchNorm2d(bn.weight.numel(), eps=bn.eps))
+    _check_prefixes(model, prefixes, "unfreeze")
+    for kind, cold in _FROZEN.items():
+        _swap_batch_norms(model, prefixes, cold, lambda bn, kind=kind: _trainable_copy(bn, kind),
+                          exact=True)
     return _set_trainable(model, prefixes, True)
+
+
+def _frozen_copy(bn: nn.Module, cold: type) -> nn.Module:
+    new = cold(bn.num_features, eps=bn.eps)
+    # what unfreeze gives back: torchvision's frozen batch norm keeps no momentum and no count
+    count = getattr(bn, "num_batches_tracked", None)
+    new.momentum, new.num_batches_tracked_value = bn.momentum, None if count is None else count.detach().clone()
+    return new
+
+
+def _trainable_copy(bn: nn.Module, kind: type) -> nn.Module:
+    new = kind(bn.weight.numel(), eps=bn.eps, momentum=getattr(bn, "momentum", 0.1), device=bn.weight.device)
+    count = getattr(bn, "num_batches_tracked_value", None)
+    if count is not None:
+        new.num_batches_tracked.copy_(count)
+    return new
+
+
+def _check_prefixes(model: nn.Module, prefixes: tuple[str, ...], what: str) -> None:
+    names = [n for n, _ in model.named_modules()] + [n for n, _ in model.named_parameters()]
+    for p in prefixes:
+        if not isinstance(p, str) or not any(n == p or n.startswith(p + ".") for n in names):
+            raise ValueError(f"{what}: {p!r} names no part of {type(model).__name__}; its top-level parts are "
+                             f"{', '.join(n for n, _ in model.named_children())}")
 
 
 def _under(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -110,12 +154,14 @@ def _set_trainable(model: nn.Module, prefixes: tuple[str, ...], on: bool) -> int
     return changed
 
 
-def _swap_batch_norms(model: nn.Module, prefixes: tuple[str, ...], kind: type, make) -> None:
+def _swap_batch_norms(model: nn.Module, prefixes: tuple[str, ...], kind: type, make, exact: bool = False) -> None:
     """Replace each ``kind`` batch norm under ``prefixes`` by ``make(old)``, carrying over its
-    weight, bias and running statistics (the other kind of batch norm: frozen or trainable)."""
+    weight, bias and running statistics (the other kind of batch norm: frozen or trainable);
+    ``exact``: that class only, not its subclasses (a frozen 1-d batch norm is a frozen 2-d one)."""
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
-            if isinstance(child, kind) and _under(f"{name}.{child_name}" if name else child_name, prefixes):
+            right_kind = type(child) is kind if exact else isinstance(child, kind)
+            if right_kind and _under(f"{name}.{child_name}" if name else child_name, prefixes):
                 new = make(child).to(child.weight.device)
                 with torch.no_grad():
                     for key in ("weight", "bias", "running_mean", "running_var"):
@@ -149,6 +195,10 @@ def linear_probe(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num_
     training set's mean and deviation), fitted by full-batch L-BFGS with an L2 penalty
     ``weight_decay``. Returns the classifier and its test accuracy."""
     (xtr, ytr), (xte, yte) = train, test
+    for what, (x, y) in (("training", train), ("test", test)):
+        if len(x) == 0 or len(x) != len(y):
+            raise ValueError(f"linear_probe needs {what} features and as many labels, at least one; got "
+                             f"{tuple(x.shape)} features and {tuple(y.shape)} labels")
     mu, sd = xtr.mean(0), xtr.std(0, unbiased=False).clamp_min(1e-6)
     xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
     torch.manual_seed(seed)
@@ -167,22 +217,49 @@ def linear_probe(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num_
     return clf, acc
 
 
-def grad_cam(model: nn.Module, image: Tensor, layer: nn.Module, target: int | None = None) -> tuple[Tensor, int]:
+def grad_cam(model: nn.Module, image: Tensor, layer: nn.Module | str, target: int | None = None) -> tuple[Tensor, int]:
     """Grad-CAM (Selvaraju et al., 2017, eq. 1-2): where ``layer``'s maps support class ``target``
-    (the top class by default) for one prepared ``image`` of shape (1, C, H, W). The maps are
-    weighted by their gradients averaged over space, summed, passed through a ReLU and scaled to
-    [0, 1]; returns the (H', W') map at ``layer``'s resolution and the class."""
+    (the top class by default) for one prepared ``image`` of shape (1, C, H, W). ``layer`` is a
+    convolutional module of ``model`` or its name (``"features.18"``). The maps are weighted by
+    their gradients averaged over space, summed, passed through a ReLU and scaled to [0, 1];
+    returns the (H', W') map at ``layer``'s resolution and the class. It needs no gradient of any
+    parameter, so it works on a network whose layers are frozen (a linear probe) too."""
+    if isinstance(layer, str):
+        try:
+            layer = model.get_submodule(layer)
+        except AttributeError:
+            raise ValueError(f"{type(model).__name__} has no layer named {layer!r}: name one of "
+                             f"model.named_modules()") from None
+    if not any(m is layer for m in model.modules()):
+        raise ValueError(f"the layer ({type(layer).__name__}) is not a part of this {type(model).__name__}: pass "
+                         "one of its own modules (e.g. model.features[-1])")
     store = {}
-    hook = layer.register_forward_hook(lambda m, i, out: store.__setitem__("maps", out))
+
+    def keep(module, inputs, out):
+        if not isinstance(out, Tensor) or out.dim() != 4:
+            raise ValueError(f"Grad-CAM weighs a layer's maps (N, C, H, W); this {type(layer).__name__} outputs "
+                             f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}: choose a "
+                             "convolutional layer (the last one sees the most)")
+        # the maps as a leaf whose gradient is asked for (frozen layers give maps without a graph);
+        # the next layers see a copy, so that an in-place ReLU after the layer leaves the maps alone
+        store["maps"] = out.detach().requires_grad_(True)
+        return store["maps"].clone()
+
+    hook = layer.register_forward_hook(keep)
+    was_training = model.training
     model.eval()
     try:
         with torch.enable_grad():
             logits = model(image)
+            if "maps" not in store:
+                raise ValueError(f"the layer ({type(layer).__name__}) did not run when the model did: "
+                                 "choose one its forward pass uses")
             target = int(logits.argmax(1)) if target is None else target
             maps = store["maps"]
             (grads,) = torch.autograd.grad(logits[0, target], maps)
     finally:
         hook.remove()
+        model.train(was_training)
     weights = grads.mean(dim=(2, 3), keepdim=True)  # alpha_k: each map's importance for the class
     cam = F.relu((weights * maps).sum(1))[0].detach()
     return cam / cam.max().clamp_min(1e-12), target

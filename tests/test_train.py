@@ -200,7 +200,7 @@ def test_a_loss_that_does_not_fit_the_task_is_refused(small_fmnist):
     ({"epochs": 0}, "epochs must be a whole number of at least 1, got 0"),
     ({"epochs": 2.5}, "epochs must be a whole number"),
     ({"batch_size": 0}, "batch_size must be a whole number of at least 1, got 0"),
-    ({"lr": 0.0}, "the learning rate must be positive"),
+    ({"lr": 0.0}, "the learning rate must be a positive, finite number"),
     ({"optimizer": "rmsprop"}, "optimizer must be"),
 ])
 def test_settings_that_cannot_train_are_refused(small_fmnist, settings_, match):

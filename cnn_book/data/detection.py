@@ -26,6 +26,12 @@ def _check_boxes(boxes: Tensor, labels: Tensor, size: int, num_classes: int) -> 
     if boxes.dim() != 2 or boxes.shape[1] != 4 or labels.shape != boxes.shape[:1]:
         raise ValueError(f"boxes must be (K, 4) in (x1, y1, x2, y2) with labels (K,); got {tuple(boxes.shape)} "
                          f"and {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be whole class numbers (int64), got {labels.dtype}: pass labels.long() "
+                         "if they hold whole numbers")
+    if not torch.isfinite(boxes).all():
+        bad = (~torch.isfinite(boxes)).any(1).nonzero().flatten().tolist()
+        raise ValueError(f"box {bad[0]} has a coordinate that is NaN or infinite: {boxes[bad[0]].tolist()}")
     if len(boxes) and ((boxes[:, 2:] <= boxes[:, :2]).any() or boxes.min() < 0 or boxes.max() > size):
         raise ValueError(f"every box needs x1 < x2 and y1 < y2 inside the {size}x{size} image")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ._api import register_model
-from .transformer import EncoderBlock, attention_maps
+from .transformer import EncoderBlock, attention_maps, check_token_ids
 
 
 class Embeddings(nn.Module):
@@ -95,13 +95,23 @@ class BertModel(nn.Module):
     def padding(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor | None:
         """(N, T) boolean, True at positions no token may attend to; None when there are none."""
         pad = (input_ids == self.pad_token_id) if attention_mask is None else (attention_mask == 0)
-        return pad if pad.is_meta or pad.any() else None  # no mask at all: the fused kernel's fast path
+        if pad.is_meta:
+            return pad
+        if not pad.any():
+            return None  # no mask at all: the fused kernel's fast path
+        # a sequence that is all padding would leave its queries nothing to attend to (a softmax over no key:
+        # NaN); like transformers (a large negative instead of -inf), it attends to all its positions instead
+        return pad & ~pad.all(1, keepdim=True)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
                 attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         if input_ids.dim() != 2 or input_ids.is_floating_point():
             raise ValueError(f"BERT takes token ids of shape (N, T), integers; got {tuple(input_ids.shape)} "
                              f"{str(input_ids.dtype).removeprefix('torch.')}")
+        if input_ids.shape[1] > self.input_shape[0]:
+            raise ValueError(f"BERT has positions for {self.input_shape[0]} tokens (its max_len); got "
+                             f"{input_ids.shape[1]}: cut the sequences, or build it with a larger max_len")
+        check_token_ids(input_ids, self.vocab_size, "BERT")
         x = self.encoder(self.embeddings(input_ids, token_type_ids), self.padding(input_ids, attention_mask))
         return x, self.pooler(x) if self.pooler is not None else None
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ._api import register_model
-from .transformer import EncoderBlock, attention_maps
+from .transformer import EncoderBlock, attention_maps, check_token_ids
 
 
 class GPT(nn.Module):
@@ -61,6 +61,7 @@ class GPT(nn.Module):
         if idx.dim() != 2 or idx.is_floating_point():
             raise ValueError(f"{self.name} takes token ids of shape (N, T), integers; got {tuple(idx.shape)} "
                              f"{str(idx.dtype).removeprefix('torch.')}")
+        check_token_ids(idx, self.vocab_size, self.name)
         t = idx.shape[1]
         if t > self.block_size:
             raise ValueError(f"{self.name} has positions for {self.block_size} tokens (its block_size); got {t}: "
@@ -83,6 +84,12 @@ class GPT(nn.Module):
         """Append ``max_new_tokens`` tokens to ``idx`` (N, T), one at a time: the logits of the last
         position, divided by ``temperature``, cut to the ``top_k`` largest (if given), softmax, one
         token drawn (``sample_next``). The model runs in eval mode."""
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a whole number of at least 0, got {max_new_tokens!r}")
+        if idx.dim() != 2 or idx.shape[1] == 0:
+            raise ValueError(f"generate continues a prompt of shape (N, T) with T >= 1 token; got {tuple(idx.shape)}: "
+                             "start from at least one token (a newline, say)")
+        _check_sampling(temperature, top_k)
         was_training = self.training
         self.eval()
         try:
@@ -99,8 +106,7 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = No
     """One token per row of ``logits`` (N, vocab) -> (N, 1). ``temperature`` < 1 sharpens the
     distribution, > 1 flattens it; 0 takes the most likely token (greedy). ``top_k`` keeps the k
     most likely tokens and renormalises over them."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be 0 (greedy) or positive, got {temperature}")
+    _check_sampling(temperature, top_k)
     if temperature == 0:
         return logits.argmax(-1, keepdim=True)
     logits = logits / temperature
@@ -109,6 +115,13 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = No
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = logits.softmax(-1)
     return torch.multinomial(probs, 1, generator=generator)
+
+
+def _check_sampling(temperature: float, top_k: int | None) -> None:
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be 0 (greedy) or a positive, finite number, got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be None (every token) or a whole number of at least 1, got {top_k!r}")
 
 
 # transformers' GPT2LMHeadModel names -> ours (the blocks are the previous chapter's EncoderBlock)

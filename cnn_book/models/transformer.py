@@ -69,6 +69,17 @@ def _count_cpu_flash_attention() -> None:
 _count_cpu_flash_attention()
 
 
+def check_token_ids(ids: Tensor, vocab_size: int, model: str) -> None:
+    """Refuse token ids outside 0 .. ``vocab_size`` - 1 before an embedding looks them up (which
+    raises "index out of range in self" on a CPU and a device-side assert on a GPU)."""
+    if ids.numel() and not ids.is_meta:
+        low, high = (int(v) for v in torch.aminmax(ids))
+        if low < 0 or high >= vocab_size:
+            raise ValueError(f"{model} has a vocabulary of {vocab_size} tokens (vocab_size), ids 0 to "
+                             f"{vocab_size - 1}; got ids from {low} to {high}. Encode the text with the tokenizer "
+                             f"the model was built for, or build it with vocab_size={max(high + 1, vocab_size)}")
+
+
 def causal_mask(length: int, keys: int | None = None, device: torch.device | str | None = None) -> Tensor:
     """(L, S) boolean, True where query i may attend to key j: j <= i (what a language model may see)."""
     return torch.ones(length, keys or length, dtype=torch.bool, device=device).tril()

@@ -153,10 +153,21 @@ def reconstruction_nll(logits: Tensor, x: Tensor, likelihood: str = "bernoulli")
     [0, 1], with the normalising constant log C(lambda) that plain BCE on grey levels leaves out."""
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"likelihood must be {' or '.join(map(repr, LIKELIHOODS))}, got {likelihood!r}")
+    _check_pixels(x)
     logits, x = logits.float().flatten(1), x.float().flatten(1)
     if likelihood == "continuous_bernoulli":
         return -torch.distributions.ContinuousBernoulli(logits=logits).log_prob(x).sum(1)
     return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
+
+
+def _check_pixels(x: Tensor) -> None:
+    """A Bernoulli scores pixels in [0, 1]: normalised images (mean 0, std 1) would give a negative
+    "NLL" and plausible-looking ELBOs, so they are refused."""
+    if x.numel() and not x.is_meta:
+        low, high = (float(v) for v in torch.aminmax(x.detach().float()))
+        if low < 0 or high > 1:
+            raise ValueError(f"the likelihood is of pixels in [0, 1]; these range from {low:.3g} to {high:.3g} "
+                             "(normalised images?): use x.float() / 255, or cnn_book.data.binarize's images")
 
 
 def negative_elbo(output: VAEOutput, x: Tensor, beta: float = 1.0,
@@ -187,6 +198,7 @@ def importance_weights(model: nn.Module, x: Tensor, k: int = 1000, chunk: int = 
     ``chunk`` codes per image are decoded at a time."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a whole number of at least 1, got {k!r}")
+    _check_pixels(x)
     was = model.training
     model.eval()
     mu, logvar = model.encode(x)
@@ -219,7 +231,10 @@ def log_likelihood(model: nn.Module, x: Tensor, k: int = 1000, chunk: int = 100,
 def iwae_bound(log_w: Tensor, k: int | None = None) -> Tensor:
     """L_k per image from log-weights (K, N), using the first ``k`` of them (all by default):
     logsumexp over the samples minus log k, which never overflows as exp(log w) would."""
-    k = k or len(log_w)
+    if k is None:
+        k = len(log_w)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(log_w):
+        raise ValueError(f"k must be a whole number from 1 to the {len(log_w)} samples given, got {k!r}")
     return torch.logsumexp(log_w[:k], 0) - math.log(k)
 
 

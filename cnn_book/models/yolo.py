@@ -214,10 +214,14 @@ def detections(grid: Tensor, size: float = 1.0, num_boxes: int = 2, threshold: f
     boxes overlapping a better one of the same class by more than ``iou`` are dropped).
     ``{"boxes": (K, 4) xyxy, "scores": (K,), "labels": (K,)}``, sorted by score, the format
     torchmetrics' MeanAveragePrecision takes, at most the ``max_detections`` best (COCO's limit).
+    A box with a NaN or infinite coordinate or score is no detection and is dropped first (COCO's
+    evaluation would otherwise count a NaN box as a perfect match).
     ``size`` 1 gives boxes as fractions of the image."""
     from torchvision.ops import batched_nms
 
     boxes, scores, labels = decode(grid.detach().float().cpu(), size, num_boxes, threshold)
+    real = torch.isfinite(boxes).all(1) & torch.isfinite(scores)  # an fp16 overflow gives NaN or infinite boxes
+    boxes, scores, labels = boxes[real], scores[real], labels[real]
     keep = batched_nms(boxes, scores, labels, iou)[:max_detections]  # best first; COCO scores 100 an image
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 

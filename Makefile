@@ -2,13 +2,15 @@
 #   make book   the website, into _build/html
 #   make test   unit tests, the chapters under nbval (quick mode) and the website in a browser
 #   make student the student edition: the website and the notebooks without solutions, in _build/student
-# Other targets: make notebooks (re-run every chapter in full, saving its outputs), make key (every training
+# Other targets: make colab-check (every chapter as a Colab reader runs it), make notebooks (re-run every chapter in full, saving its outputs), make key (every training
 # exercise's solution in quick mode, about 30 min, then in full with the instructor's key written, about 80 min
 # on 2 cores; make key-check: the quick part alone), make bench, make lint, make gpu-check (every GPU recipe on a
 # GPU for a short budget, about 10 min; not part of make test), make compat (the unit tests and three chapters
 # with the oldest versions pyproject.toml allows, in .venv-compat).
 
 PYTHON ?= python3
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu: torch and torchvision from PyTorch's CPU build, no CUDA
+TORCH_INDEX ?=
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -17,11 +19,12 @@ CPY    := $(COMPAT)/bin/python
 COMPAT_CHAPTERS := chapters/01_simple_cnn.ipynb chapters/05_googlenet.ipynb chapters/08_efficientnet.ipynb
 export CNN_BOOK_PROGRESS ?= 0
 
-.PHONY: book test data notebooks bench lint compat clean student key key-check gpu-check
+.PHONY: book test data notebooks bench lint compat clean student key key-check gpu-check colab-check
 
 $(STAMP): requirements.txt requirements-offline.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install -q --index-url $(TORCH_INDEX) $(shell grep -E '^torch(vision)?==' requirements.txt | cut -d' ' -f1))
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-offline.txt
 	$(PY) -m pip install -q --no-deps -e .
@@ -63,6 +66,11 @@ gpu-check: data
 
 bench: data
 	$(PY) benchmarks/bench.py
+
+# Every chapter in quick mode in a fresh environment of only Colab's usual packages (.venv-colab), its set-up
+# cell run as on Colab and pointed at this checkout; one line per notebook (not part of make test).
+colab-check: data
+	$(PY) tools/colab_check.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -305,6 +305,7 @@ def main() -> None:
         "plain_images_per_s": round(plain), "fit_images_per_s": round(ours), "speedup": round(ours / plain, 2),
         "baseline": args.baseline, "baseline_runs": [round(v) for v in runs["baseline"]],
         "baseline_images_per_s": round(old), "against_baseline": round(ours / old, 2),
+        "fit_steps_runs": [round(v) for v in runs["fit_steps"]],
     }
     print("  where the time goes (medians): fit on batches made beforehand (all it does but its data path), the "
           "plain loop's data path alone, and bare training steps on batches made beforehand")

@@ -43,6 +43,12 @@ def offline() -> bool:
     return env_flag("CNN_BOOK_OFFLINE")
 
 
+def student_edition() -> bool:
+    """``CNN_BOOK_STUDENT``: the class's edition, whose exercise checkers never reveal an answer (off
+    by default; the student notebooks switch it on)."""
+    return env_flag("CNN_BOOK_STUDENT")
+
+
 def progress_bars() -> bool:
     """``CNN_BOOK_PROGRESS``: show progress bars while training (on by default)."""
     return env_flag("CNN_BOOK_PROGRESS", default=True)

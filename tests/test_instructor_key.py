@@ -27,7 +27,10 @@ def test_the_page_is_written_from_the_chapters_and_the_records():
         for label, _, solution in key.exercises(stem):
             assert f"### `{label}`" in page
             assert solution.splitlines()[0] in page
-    assert "file: book/instructor_key" in (ROOT / "_toc.yml").read_text()
+    # built with the full site, but unlisted: in no menu (not in the table of contents) and no search
+    assert "instructor_key" not in (ROOT / "_toc.yml").read_text()
+    assert page.startswith("---\norphan: true\nnosearch: true\n---\n")
+    assert "only_build_toc_files: false" in (ROOT / "_config.yml").read_text()
 
 
 def test_every_exercise_that_trains_is_a_training_exercise_of_the_key():

@@ -39,19 +39,88 @@ def test_student_notebook_keeps_every_exercise_and_no_solution(path):
         for line in lines:
             if line not in outside:
                 assert line not in smd, (label, line)
-    # the code, its outputs and the prose outside the exercises are untouched
-    assert [c for c in student["cells"] if c["cell_type"] == "code"] == [
-        c for c in nb["cells"] if c["cell_type"] == "code"]
+    # the code and the prose outside the exercises are the chapter's, but for the answers they give
+    assert _code(student) == _code(nb, hide=student_edition.answers(nb))
     def before_exercises(text):
         return re.sub(r"\n+", "\n", text.split("## Exercises")[0].replace(student_edition.NOTE, ""))
 
-    assert before_exercises(smd) == before_exercises(md)
+    assert before_exercises(smd) == before_exercises(student_edition._redact(md, student_edition.answers(nb)))
+
+
+def _code(nb, hide=None):
+    """The code cells of ``nb`` as (source, tags), and their outputs: for a chapter, with the outputs
+    that show one of the answers ``hide`` replaced as the student edition replaces them."""
+    pattern = student_edition._pattern(hide.values()) if hide else None
+    cells = []
+    for c in nb["cells"]:
+        tags = c["metadata"].get("tags", [])
+        if c["cell_type"] != "code" or {"student-answer", "student-edition"} & set(tags):
+            continue
+        text = student_edition.output_text(c)
+        shown = student_edition.HIDDEN if pattern and pattern.search(text) else text
+        cells.append(("".join(c["source"]), tags, shown.replace(student_edition.REVEAL_LINE, "").strip()))
+    return cells
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_student_notebook_gives_no_numeric_answer_away(path):
+    """Every code-checked exercise whose answer is a number: no spelling of it (9220480, 9,220,480,
+    9_220_480, 9.2 M, ...) in the student notebook's text or kept outputs; an empty answer cell
+    after every exercise; no reveal; the checkers switched to the class's edition."""
+    nb = json.loads(path.read_text())
+    student = student_edition.student_notebook(nb)
+    found = student_edition.answers(nb)
+    everything = _markdown(student) + "\n".join(student_edition.output_text(c) for c in student["cells"])
+    for label, value in found.items():
+        assert not student_edition._pattern([value]).search(everything), (label, value)
+    assert "reveal" not in everything
+    labels = re.findall(r":::\{exercise\}\n:label: ([\w-]+)", _markdown(nb))
+    cells = student["cells"]
+    for label in labels:
+        at = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown"
+                  and f":label: {label}\n" in "".join(c["source"]))
+        after = cells[at + 1]
+        assert after["cell_type"] == "code" and "student-answer" in after["metadata"]["tags"], label
+        assert "".join(after["source"]) == f"# Your answer to {label}\n" and after["outputs"] == []
+    first_code = next(i for i, c in enumerate(cells) if c["cell_type"] == "code")  # the Colab set-up
+    assert "CNN_BOOK_STUDENT" in "".join(cells[first_code + 1]["source"])
+
+
+def test_the_student_notebooks_check_every_numeric_answer():
+    """The code-checked numeric exercises the test above covers: all of them, chapter by chapter."""
+    labels = set()
+    for path in CHAPTERS:
+        md = _markdown(json.loads(path.read_text()))
+        labels |= {label for label, body in re.findall(r":::\{solution\} ([\w-]+)\n(.*?)\n:::\n", md, re.S)
+                   if "exercises.check_param_count(" in body or "exercises.check_number(" in body}
+    covered = {label.split("#")[0] for path in CHAPTERS
+               for label in student_edition.answers(json.loads(path.read_text()))}
+    # vit-patch-7's answer is the count of the chapter's own model, which the chapter shows: the
+    # question is whether 7x7 patches change it (they do not)
+    assert covered == labels - {"vit-patch-7"} and len(covered) >= 20
+
+
+def test_the_checkers_never_reveal_in_the_student_edition(monkeypatch, capsys):
+    from cnn_book import exercises
+
+    assert not exercises.check_number("vgg16-rf", 100, reveal=True)
+    assert "212" in capsys.readouterr().out  # the full edition: the teacher asked
+    monkeypatch.setenv("CNN_BOOK_STUDENT", "1")
+    assert not exercises.check_number("vgg16-rf", 100, reveal=True)
+    out = capsys.readouterr().out
+    assert "212" not in out and "does not reveal answers" in out and "reveal=True" not in out
+    assert not exercises.check_function("receptive-field", lambda layers: 0, reveal=True)
+    out = capsys.readouterr().out
+    assert "the answer is" not in out and "does not reveal answers" in out
+    assert not exercises.check_number("vgg16-rf", 100)
+    assert "reveal" not in capsys.readouterr().out
 
 
 def test_the_written_student_notebooks_are_valid_and_run_the_chapters_code(tmp_path):
     """What a second nbval pass over the student notebooks would check, in a second: each written
-    notebook is a valid notebook (nbformat's schema), and its code cells, with their outputs and tags,
-    are the chapter's own, which nbval already runs in quick mode; only Markdown differs."""
+    notebook is a valid notebook (nbformat's schema), and its code cells, with their tags, are the
+    chapter's own, which nbval already runs in quick mode, besides the answer cells and the one that
+    switches the checkers to the class's edition."""
     import nbformat
 
     written = student_edition.write_notebooks(tmp_path)
@@ -59,8 +128,7 @@ def test_the_written_student_notebooks_are_valid_and_run_the_chapters_code(tmp_p
     for path, chapter in zip(written, CHAPTERS, strict=True):
         nbformat.validate(nbformat.read(path, as_version=4))
         mine, theirs = (json.loads(p.read_text()) for p in (path, chapter))
-        assert [c for c in mine["cells"] if c["cell_type"] != "markdown"] == [
-            c for c in theirs["cells"] if c["cell_type"] != "markdown"], path.name
+        assert [s for s, _, _ in _code(mine)] == [s for s, _, _ in _code(theirs)], path.name
         assert mine["metadata"] == theirs["metadata"]
 
 
@@ -87,3 +155,8 @@ def test_student_website_has_the_exercises_and_no_solution(tmp_path):
     # the instructor's key is in the full edition only, and no page of the student site links to it
     assert not (html / "book" / "instructor_key.html").exists()
     assert not [p for p in html.rglob("*.html") if "instructor_key.html" in p.read_text()]
+    # no Colab button (it would open the full notebook), no reveal, nothing but the site in the output
+    pages = [p.read_text() for p in html.rglob("*.html")]
+    assert not [p for p in pages if "colab.research.google.com" in p]
+    assert not [p for p in pages if "reveal=True" in p]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["html"]

@@ -2,6 +2,7 @@
 
 import functools
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -68,6 +69,15 @@ def test_index_renders_with_every_chapter_in_the_navigation(site, browser):
                   "EfficientNet", "U-Net", "Results", "Training recipes",
                   "Benchmarks"):
         assert title in nav, title
+    # the instructor's key is built but unlisted: in no menu and no search result
+    assert "Instructor" not in nav
+    key = browser.new_page()
+    assert key.goto(f"{site}/book/instructor_key.html").ok and "Instructor" in key.inner_text("h1")
+    index = json.loads(key.goto(f"{site}/searchindex.js").text().removeprefix("Search.setIndex(").removesuffix(")"))
+    at = index["docnames"].index("book/instructor_key")  # built, but none of its words is indexed
+    for terms in (index["terms"], index["titleterms"]):
+        assert not [t for t, docs in terms.items() if at in (docs if isinstance(docs, list) else [docs])]
+    assert index["terms"]["residu"]  # ... while the chapters' are
     # the root URL redirects to the intro
     root = browser.new_page()
     root.goto(site + "/", wait_until="load")
@@ -145,4 +155,23 @@ def test_chapter_shows_its_diagrams_and_its_code_fits_the_column(site, browser, 
     wide = page.evaluate("""[...document.querySelectorAll('.cell_input pre')]
         .filter(p => p.scrollWidth > p.clientWidth + 1).map(p => p.innerText.split('\\n')[0])""")
     assert wide == [], wide
+    page.close()
+
+
+PAGES = [*(f"chapters/{c}.html" for c in CHAPTERS),
+         *(f"book/{p.stem}.html" for p in sorted((ROOT / "book").glob("*.*")) if p.suffix in (".md", ".ipynb"))]
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_every_page_runs_its_scripts_without_an_error(site, browser, name):
+    """No page logs a JavaScript error (each declared THEBE_JS_URL twice, an error on every page,
+    until the book's extension _ext/book_pages.py kept one copy of each script)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    assert page.goto(f"{site}/{name}", wait_until="load").ok
+    page.wait_for_load_state("networkidle")
+    assert errors == [], errors
+    scripts = page.evaluate("[...document.scripts].map(s => s.src || s.textContent.slice(0, 80))")
+    assert len(scripts) == len(set(scripts)), [s for s in scripts if scripts.count(s) > 1]
     page.close()

@@ -69,7 +69,7 @@ SETUP = {
     "07_mobilenet": [IMPORTS, 'code:from cnn_book import recipes\ndata = load_fashion_mnist()\n'
                      'sweep = recipes.get("mobilenet_v1_sweep")\nsubset = sweep.prepare(data)\n'],
     "08_efficientnet": [IMPORTS, 'recipes.get("efficientnet_b0")'],
-    "09_unet": [IMPORTS, "scenes = fashion_mnist_scenes(", 'recipes.get("unet")',
+    "10_unet": [IMPORTS, "scenes = fashion_mnist_scenes(", 'recipes.get("unet")',
                 "scores = train.segmentation_scores(model, scenes)"],
 }
 
@@ -134,13 +134,13 @@ TRAINING = {
         "built without `num_classes=10, in_channels=1` (or `recipe.build(...)`): ImageNet's "
         "three-channel stem does not take Fashion-MNIST's one channel"),
     "unet-dice": Training(
-        "09_unet",
+        "10_unet",
         'from dataclasses import replace\n'
         'ce = replace(recipe, loss="ce")\n'
         'train.fit(ce.build(), ce.prepare(scenes), **ce.fit_args)\n',
         "the loss's name was misspelt; the task names the ones it takes"),
     "unet-noskip": Training(
-        "09_unet",
+        "10_unet",
         'from cnn_book.models.unet import Up\n'
         'class NoSkip(Up):  # forward changed, the convolution not\n'
         '    def forward(self, x, skip):\n'
@@ -162,7 +162,7 @@ EXTRAS = {
     "unet-noskip": {"classes": "list(scores.classes)", "iou_skips": "scores.iou.tolist()",
                     "iou_noskip": "no_skip.iou.tolist()"},
 }
-ORDER = ["02_lenet5", "07_mobilenet", "06_resnet", "01_simple_cnn", "04_vgg", "05_googlenet", "09_unet",
+ORDER = ["02_lenet5", "07_mobilenet", "06_resnet", "01_simple_cnn", "04_vgg", "05_googlenet", "10_unet",
          "08_efficientnet", "03_alexnet"]  # the quickest first
 
 
@@ -733,14 +733,20 @@ def render_page(records: dict) -> str:
     tot = [sum(row[i] for row in counts) for i in range(1, 5)]
     table += f"| **all** | **{tot[0]}** | **{tot[1]}** | **{tot[2]}** | **{tot[3]}** |\n"
     m = records["machine"]
-    return f"""<!-- Written by `python tools/instructor_key.py page` from the chapters and book/exercise_runs.json:
+    return f"""---
+orphan: true
+nosearch: true
+---
+<!-- Written by `python tools/instructor_key.py page` from the chapters and book/exercise_runs.json:
 edit those, not this file. -->
 
 # Instructor's key
 
-*This page is in the full edition only: `make student` leaves it out.*
+*This page is unlisted: the full website builds it but shows it in no menu and no search result,
+so that publishing the book does not put the answers in front of a class; a teacher opens it by
+its address, `book/instructor_key.html`. `make student` leaves it out altogether.*
 
-Every exercise of chapters 1 to 9, with the answer a student should reach: the chapter's own
+Every exercise of every chapter, with the answer a student should reach: the chapter's own
 solution, shown here in one place. For the training exercises the key adds what the run gives.
 `python tools/instructor_key.py run` ran each chapter's own set-up cells and then each solution's
 code exactly as the chapter prints it. It recorded every training run, with its device and its

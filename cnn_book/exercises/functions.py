@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ._report import _REVEAL, conv_output_size
+from ._report import _after_hint, _reveals, conv_output_size
 
 
 def _receptive_field(layers: list[tuple[int, int]]) -> int:
@@ -337,11 +337,11 @@ def check_function(label: str, fn: Callable, *, reveal: bool = False, seed: int 
             return False
         want = ex.reference(*args)
         if not _same(got, want):
-            if reveal:
+            if _reveals(reveal):
                 print(f"Not quite: on {_show_args(args)} your function gives {got}; the answer is {want}.")
             else:
                 print(f"Not quite: on {_show_args(args)} your function gives {_short(got)}, which is not right. "
-                      f"{ex.hint} {_REVEAL}")
+                      f"{ex.hint} {_after_hint(reveal)}".rstrip())
             return False
     print(f"Correct: {ex.what} agrees with the package's on {len(cases)} hidden cases.")
     return True

@@ -5,7 +5,8 @@ torchview, which records every module and function call and how tensors flow bet
 and draws the result as a textbook figure with graphviz: a box per layer with its output
 shape, branches side by side, skip connections as arcs, "+" for addition, "×" for a
 product, "concat" for concatenation. Conv → BN → activation chains are drawn as one box,
-and a run of identical boxes as one box "× n".
+and a run of identical boxes (the same layers, settings and parameter counts, not only the same
+label) as one box "× n".
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class Box:
     modules: list[str] = field(default_factory=list)
     detail: list[str] = field(default_factory=list)
     repeat: int = 1
+    # what the box's layers are (type and settings of each), so that only identical layers roll into
+    # one box "× n": two convolutions with the same label but other input widths stay apart
+    layers: tuple = ()
 
 
 def _pair(v) -> str:
@@ -200,7 +204,8 @@ def diagram(model: nn.Module, input_shape: tuple[int, ...] | None = None, depth:
                 if kind == "block" and module is not None:
                     params = count_parameters(module)
                     detail.append(f"{params:,} params" if params < 10**6 else f"{params / 1e6:.2f} M params")
-                boxes[key] = Box(label, kind, tuple(node.output_shape[0]), [name], detail)
+                layers = ((type(module).__name__, module.extra_repr(), count_parameters(module)),) if module else ()
+                boxes[key] = Box(label, kind, tuple(node.output_shape[0]), [name], detail, layers=layers)
             else:  # a function called in a forward: torch.add, torch.cat, x.flatten, x[...] ...
                 label = _SYMBOLS.get(node.name, node.name.strip("_"))
                 kind = "merge" if node.name in _SYMBOLS else "other"
@@ -266,6 +271,7 @@ def _fuse(boxes: dict[str, Box], edges: list) -> None:
     def into(box: Box, kid: Box) -> None:
         box.detail.append(kid.label if kid.label != "relu" else "ReLU")
         box.shape = kid.shape
+        box.layers += kid.layers
 
     _absorb(boxes, edges, take, into)
     for box in boxes.values():  # "BN · ReLU" on one line
@@ -275,7 +281,8 @@ def _fuse(boxes: dict[str, Box], edges: list) -> None:
 
 def _roll(boxes: dict[str, Box], edges: list) -> None:
     def take(box: Box, kid: Box) -> bool:
-        return (kid.label, kid.detail, kid.shape, kid.kind) == (box.label, box.detail, box.shape, box.kind)
+        return ((kid.label, kid.detail, kid.shape, kid.kind, kid.layers)
+                == (box.label, box.detail, box.shape, box.kind, box.layers))
 
     def into(box: Box, kid: Box) -> None:
         box.repeat += kid.repeat

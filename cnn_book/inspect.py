@@ -4,11 +4,13 @@ FLOPs and receptive fields.
 The rows, shapes and parameter counts come from ``torchinfo`` (nested blocks in the order they
 run); FLOPs from ``torch.utils.flop_counter`` (one multiply-add = 2 FLOPs; convolutions and
 matrix products, the work that dominates); receptive fields from a pass that follows the
-tensor from layer to layer and stops where the network branches or flattens.
+tensor from layer to layer and stops where the network branches or flattens, and, for any
+network, one output pixel's receptive field measured by gradients (``receptive_field``).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 
@@ -170,6 +172,97 @@ def receptive_fields(model: nn.Module, x: Tensor) -> dict[str, int]:
         for h in hooks:
             h.remove()
     return {n: r for n, r in result.items() if calls[n] == 1}
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """The input pixels one output pixel depends on: rows and columns, first and last (inclusive)."""
+
+    pixel: tuple[int, int]  # the output pixel (row, column)
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the window."""
+        return self.rows[1] - self.rows[0] + 1, self.cols[1] - self.cols[0] + 1
+
+    def context(self, offset: int = 0) -> tuple[int, int, int, int]:
+        """(above, below, left, right): how far the window reaches around the input pixel that sits
+        at the output pixel's place, ``offset`` pixels in from the input's corner (92 for the
+        paper's U-Net, whose output is the input cropped by 92 on every side)."""
+        r, c = self.pixel[0] + offset, self.pixel[1] + offset
+        return r - self.rows[0], self.rows[1] - r, c - self.cols[0], self.cols[1] - c
+
+
+# what the probe of receptive_field turns each kind of layer into: linear layers with positive
+# weights, so that every path from an input pixel to the output adds to the gradient and none cancels
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
+                nn.Tanh, nn.ELU, nn.Dropout, nn.Dropout2d, nn.BatchNorm2d, nn.BatchNorm1d, nn.LocalResponseNorm)
+
+
+def _linear_probe(model: nn.Module) -> nn.Module:
+    probe = copy.deepcopy(model).double().eval()
+    for name, module in list(probe.named_modules()):
+        parent = probe.get_submodule(name.rsplit(".", 1)[0]) if "." in name else probe
+        child = name.rsplit(".", 1)[-1]
+        if not name:
+            continue
+        if isinstance(module, _ACTIVATIONS):
+            setattr(parent, child, nn.Identity())
+        elif isinstance(module, nn.MaxPool2d):  # a max picks one input; the average counts them all
+            setattr(parent, child, nn.AvgPool2d(module.kernel_size, module.stride, module.padding,
+                                                ceil_mode=module.ceil_mode))
+        elif isinstance(module, nn.AdaptiveMaxPool2d):
+            setattr(parent, child, nn.AdaptiveAvgPool2d(module.output_size))
+    with torch.no_grad():
+        for module in probe.modules():
+            for pname, p in module.named_parameters(recurse=False):
+                fan_in = p[0].numel() if p.dim() > 1 else 1
+                p.fill_(0.0 if pname == "bias" else 1.0 / fan_in)  # positive; 1/fan-in keeps values near 1
+    return probe
+
+
+def receptive_field(model: nn.Module, input_shape: tuple[int, ...], pixel: tuple[int, int] | None = None
+                    ) -> ReceptiveField:
+    """The input pixels that output ``pixel`` (row, column; the centre by default) of ``model``'s
+    output map depends on, measured by the gradient of that pixel with respect to the input, on a
+    copy of the model made linear and positive (activations and batch norms the identity, max
+    pooling average pooling, every weight positive), so that every path counts and none cancels.
+    Unlike the layer-by-layer formula, it holds for any network: branches, skip connections,
+    up-convolutions and crops, and it shows that the window can depend on the pixel's position
+    (``receptive_field_of_each`` measures many pixels in one pass)."""
+    return receptive_field_of_each(model, input_shape, None if pixel is None else [pixel])[0]
+
+
+def receptive_field_of_each(model: nn.Module, input_shape: tuple[int, ...],
+                            pixels: list[tuple[int, int]] | None = None) -> list[ReceptiveField]:
+    """``receptive_field`` for several output pixels at once: one copy of the input per pixel in one
+    batch, one forward and one backward pass (the probe has no batch statistics, so the copies
+    do not mix)."""
+    if pixels is not None and not all(len(p) == 2 and all(isinstance(v, int) for v in p) for p in pixels):
+        raise ValueError(f"pixel is an output pixel as (row, column), got {pixels!r}")
+    probe = _linear_probe(model)
+    n = 1 if pixels is None else len(pixels)
+    x = torch.ones(n, *input_shape, dtype=torch.float64, requires_grad=True)
+    out = probe(x)
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    if not isinstance(out, Tensor) or out.dim() != 4:
+        raise ValueError(f"receptive_field needs a model whose output is a map (N, C, H, W); "
+                         f"{type(model).__name__} gives {tuple(out.shape) if isinstance(out, Tensor) else out!r}")
+    h, w = out.shape[-2:]
+    pixels = [(h // 2, w // 2)] if pixels is None else [tuple(p) for p in pixels]
+    for r, c in pixels:
+        if not (0 <= r < h and 0 <= c < w):
+            raise ValueError(f"pixel {(r, c)} is outside the {h}x{w} output map")
+    picked = torch.stack([out[b, :, r, c].sum() for b, (r, c) in enumerate(pixels)]).sum()
+    (grad,) = torch.autograd.grad(picked, x)
+    found = []
+    for b, pixel in enumerate(pixels):
+        seen = grad[b].abs().sum(0) > 0  # (H_in, W_in): the input pixels with a path to the output pixel
+        rows, cols = seen.any(1).nonzero().flatten(), seen.any(0).nonzero().flatten()
+        found.append(ReceptiveField(pixel, (int(rows.min()), int(rows.max())), (int(cols.min()), int(cols.max()))))
+    return found
 
 
 def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, depth: int = 4) -> ModelSummary:

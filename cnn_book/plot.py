@@ -197,7 +197,26 @@ def confusion_matrix(model: nn.Module, data: ImageData, split: str = "test") -> 
                  fontsize=9)
     fig.colorbar(im, ax=ax, label=data.unit)  # images, or sequences (verses)
     fig.tight_layout()
+    _say_confusions(cm, data.classes, per_class)
     return fig
+
+
+def _say_confusions(cm: Tensor, classes: Sequence[str], per_class: Tensor, most: int = 3) -> None:
+    """What the figure shows, printed, so that the text quotes it rather than reads it by eye: each
+    class's accuracy, from the lowest, and the ``most`` most frequent confusions."""
+    order = per_class.argsort().tolist()
+    print("per-class accuracy, lowest first:")
+    for start in range(0, len(order), 4):  # four classes a line: the lines fit the page's column
+        print("  " + ", ".join(f"{classes[i]} {100 * per_class[i]:.1f}%" for i in order[start:start + 4]))
+    off = cm.clone()
+    off.fill_diagonal_(0)
+    top = off.flatten().argsort(descending=True)[:most].tolist()
+    k = len(classes)
+    pairs = [f"{classes[t // k]} as {classes[t % k]} ({int(off.flatten()[t])})" for t in top if off.flatten()[t]]
+    if pairs:
+        print("most frequent confusions (true as predicted):")
+        for pair in pairs:
+            print(f"  {pair}")
 
 
 def mask_colors(k: int) -> list[tuple[float, float, float, float]]:

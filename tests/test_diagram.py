@@ -129,8 +129,22 @@ def test_unet_at_depth_one_has_four_skips():
 
 def test_rolled_boxes_count_their_repeats():
     d = plot.diagram(cnn_book.get_model("vgg16"))
-    convs = [b.repeat for b in d.boxes.values() if b.kind == "conv"]
-    assert convs == [2, 2, 3, 3, 3]  # VGG-16's 13 convolutions (configuration D)
+    convs = [(b.label, b.repeat) for b in d.boxes.values() if b.kind == "conv"]
+    # VGG-16's 13 convolutions (configuration D): the first of each stage widens the channels, so it
+    # is another layer than the ones after it, though its label is the same (the fifth stage's first
+    # reads 512 channels like the others: its three roll into one box)
+    assert [r for _, r in convs] == [1, 1, 1, 1, 1, 2, 1, 2, 3] and sum(r for _, r in convs) == 13
+    assert convs[2:4] == [("3×3 conv, 128", 1), ("3×3 conv, 128", 1)]
+
+
+def test_layers_with_the_same_label_roll_only_when_they_are_the_same():
+    """AlexNet's conv4 (384 -> 256, 884,992 parameters) and conv5 (256 -> 256, 590,080) are both
+    "3×3 conv, 256": two boxes, each with its own layer, not one box "×2"."""
+    d = plot.diagram(cnn_book.get_model("alexnet"))
+    convs = [b for b in d.boxes.values() if b.kind == "conv"]
+    assert [b.label for b in convs][-2:] == ["3×3 conv, 256", "3×3 conv, 256"]
+    assert all(b.repeat == 1 for b in convs) and len(convs) == 5
+    assert [b.layers[0][2] for b in convs][-2:] == [884_992, 590_080]
 
 
 def test_describe_speaks_like_a_textbook():

@@ -1,5 +1,6 @@
 import time
 
+import pytest
 import torch
 from torch import nn
 
@@ -103,3 +104,59 @@ def test_latency_is_the_median_forward_time_in_eval_mode():
     fast = get_model("lenet5")
     per_pass = inspect.latency(fast, min_run_time=0.05)
     assert 0 < per_pass < 0.05  # LeNet-5: blocks of many passes, the time per pass
+
+
+# --- receptive_field: one output pixel's window, measured by gradients --------------------------
+
+def test_a_stack_of_3x3_convolutions_sees_2L_plus_1_pixels():
+    for depth in range(1, 5):
+        stack = nn.Sequential(*[nn.Conv2d(1, 1, 3, padding=1) for _ in range(depth)])
+        rf = inspect.receptive_field(stack, (1, 21, 21))
+        assert rf.pixel == (10, 10) and rf.size == (2 * depth + 1, 2 * depth + 1)
+        assert rf.rows == (10 - depth, 10 + depth) and rf.context() == (depth,) * 4
+
+
+def test_a_stride_2_layer_spaces_the_windows_two_pixels_apart():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.ReLU(), nn.Conv2d(2, 1, 3))
+    for i in range(3):  # 3 + (3 - 1) * 2 = 7 pixels, starting at 2i
+        rf = inspect.receptive_field(net, (1, 15, 15), (i, i))
+        assert rf.rows == (2 * i, 2 * i + 6) and rf.size == (7, 7)
+
+
+def test_the_window_can_depend_on_the_pixel_s_phase():
+    """After a pool and an up-convolution (U-Net's pair), neighbouring output pixels share a
+    window: rows 2k and 2k + 1 both see rows 2k to 2k + 3, so the context above and below a
+    pixel depends on whether its row is even or odd."""
+    net = nn.Sequential(nn.Conv2d(1, 1, 3), nn.MaxPool2d(2), nn.ConvTranspose2d(1, 1, 2, stride=2))
+    even, odd = (inspect.receptive_field(net, (1, 18, 18), (r, 4)) for r in (4, 5))
+    assert even.rows == odd.rows == (4, 7)
+    assert even.context(offset=1)[:2] == (1, 2) and odd.context(offset=1)[:2] == (2, 1)
+
+
+def test_it_agrees_with_the_layer_by_layer_walk_on_a_chain_and_ignores_weights():
+    chain = nn.Sequential(nn.Conv2d(1, 4, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Conv2d(4, 1, 3))
+    walk = inspect.receptive_fields(chain, torch.zeros(1, 1, 64, 64))["6"]
+    with torch.no_grad():
+        for p in chain.parameters():
+            p.zero_()  # a dead network: the probe's own positive weights, not these, decide
+    assert inspect.receptive_field(chain, (1, 64, 64)).size == (walk, walk)
+
+
+def test_the_valid_u_net_s_window_depends_on_the_output_row():
+    """The paper's geometry (valid convolutions, four levels) at width 1: each output pixel sees a
+    window of 188 to 204 pixels depending on its position, around the crop's 92 on each side."""
+    unet = get_model("unet", base_width=1, padding="valid")
+    sizes = {inspect.receptive_field(unet, (1, 204, 204), (r, 10)).size[0] for r in range(16)}
+    assert min(sizes) == 188 and max(sizes) == 204
+    with pytest.raises(ValueError, match=r"pixel \(99, 0\) is outside the 20x20 output map"):
+        inspect.receptive_field(unet, (1, 204, 204), (99, 0))
+    with pytest.raises(ValueError, match="needs a model whose output is a map"):
+        inspect.receptive_field(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), (1, 2, 2))
+
+
+def test_many_pixels_in_one_pass_give_each_its_own_window():
+    net = nn.Sequential(nn.Conv2d(1, 1, 3), nn.MaxPool2d(2), nn.ConvTranspose2d(1, 1, 2, stride=2))
+    pixels = [(r, c) for r in (3, 4, 5) for c in (2, 7)]
+    each = inspect.receptive_field_of_each(net, (1, 18, 18), pixels)
+    assert each == [inspect.receptive_field(net, (1, 18, 18), p) for p in pixels]

@@ -50,13 +50,22 @@ def browser():
         b.close()
 
 
-def _open(browser, url, shot):
+def _open(browser, url, shot=None):
+    """The page, loaded; the images that did not load. Any JavaScript error fails the test: no page
+    may log one (each declared THEBE_JS_URL twice until _ext/book_pages.py kept one copy of each
+    script)."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(url, wait_until="load")
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    assert page.goto(url, wait_until="load").ok
     page.wait_for_load_state("networkidle")
+    assert errors == [], errors
+    scripts = page.evaluate("[...document.scripts].map(s => s.src || s.textContent.slice(0, 80))")
+    assert len(scripts) == len(set(scripts)), [s for s in scripts if scripts.count(s) > 1]
     broken = page.evaluate("[...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / shot), full_page=False)
+    if shot:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / shot), full_page=False)
     return page, broken
 
 
@@ -158,20 +167,13 @@ def test_chapter_shows_its_diagrams_and_its_code_fits_the_column(site, browser, 
     page.close()
 
 
-PAGES = [*(f"chapters/{c}.html" for c in CHAPTERS),
-         *(f"book/{p.stem}.html" for p in sorted((ROOT / "book").glob("*.*")) if p.suffix in (".md", ".ipynb"))]
+
+BOOK_PAGES = [p.stem for p in sorted((ROOT / "book").glob("*.*")) if p.suffix in (".md", ".ipynb")]
 
 
-@pytest.mark.parametrize("name", PAGES)
-def test_every_page_runs_its_scripts_without_an_error(site, browser, name):
-    """No page logs a JavaScript error (each declared THEBE_JS_URL twice, an error on every page,
-    until the book's extension _ext/book_pages.py kept one copy of each script)."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    assert page.goto(f"{site}/{name}", wait_until="load").ok
-    page.wait_for_load_state("networkidle")
-    assert errors == [], errors
-    scripts = page.evaluate("[...document.scripts].map(s => s.src || s.textContent.slice(0, 80))")
-    assert len(scripts) == len(set(scripts)), [s for s in scripts if scripts.count(s) > 1]
+@pytest.mark.parametrize("name", BOOK_PAGES)
+def test_every_book_page_loads_without_a_script_error(site, browser, name):
+    """The chapters are opened by the test above; the other pages here, each through _open's checks."""
+    page, broken = _open(browser, f"{site}/book/{name}.html")
+    assert broken == []
     page.close()

@@ -95,6 +95,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep .venv-colab for the next run")
     args = ap.parse_args()
     make_environment()
+    leftover = not (ROOT / "build").exists()  # pip's build of this checkout leaves build/ behind
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
         stand_in = Path(tmp)
@@ -113,6 +114,8 @@ def main() -> None:
     REPORT.write_text(json.dumps(report, indent=1) + "\n")
     if not args.keep:
         shutil.rmtree(VENV, ignore_errors=True)
+    if leftover:
+        shutil.rmtree(ROOT / "build", ignore_errors=True)
     failed = [n for n, r in report.items() if not r["ok"]]
     print(f"{len(report) - len(failed)} of {len(report)} notebooks ran in a Colab-like environment; "
           f"written to {REPORT.relative_to(ROOT)}")

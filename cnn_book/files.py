@@ -33,7 +33,16 @@ __all__ = ["DataError", "DownloadError", "cache_dir", "atomic_write", "download"
            "network_timeout", "interruptible", "remove_stale"]
 
 
-class DataError(RuntimeError):
+class NotedError(RuntimeError):
+    """An error with two texts: the message (which file, which address, what to do: for whoever
+    fixes it) and ``note``, one short sentence for a page of the book, with no address or path."""
+
+    def __init__(self, message: str, note: str | None = None) -> None:
+        super().__init__(message)
+        self.note = note or message
+
+
+class DataError(NotedError):
     """A data file is missing, truncated or corrupt; the message says which and what to do."""
 
 

@@ -177,8 +177,9 @@ def test_oxford_pets_loader_on_made_files_in_its_format(tmp_path):
     assert pets.train_y[0, 16, 16] == 0 and pets.train_y[0, 0, 0] == 1  # the pet in the middle, background around
     x, y = next(pets.batches("train", 2))
     assert x.shape == (2, 3, 32, 32) and y.dtype == torch.long
-    with pytest.raises(DataError, match="could not be downloaded"):
+    with pytest.raises(DataError, match="could not be downloaded") as err:
         load_oxford_pets(tmp_path / "nothing", download=False)
+    assert err.value.note == "Oxford-IIIT Pet is not on this machine and could not be downloaded (offline?)."
 
 
 def _pets(tmp_path):

@@ -118,7 +118,9 @@ def load_oxford_pets(root: str | os.PathLike | None = None, size: int = 128, dev
             if isinstance(e, DataError):
                 raise
             raise DataError(f"Oxford-IIIT Pet is not in {root / 'oxford-iiit-pet'} and could not be downloaded "
-                            f"({e}). It needs the internet once; after that it is read from that folder.") from None
+                            f"({e}). It needs the internet once; after that it is read from that folder.",
+                            note="Oxford-IIIT Pet is not on this machine and could not be downloaded "
+                                 "(offline?).") from None
         n = len(ds) if limit is None else min(limit, len(ds))
         images = torch.empty(n, 3, size, size, dtype=torch.uint8)
         masks = torch.empty(n, size, size, dtype=torch.uint8)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..files import DownloadError, atomic_write, download, sha256
+from ..files import DownloadError, NotedError, atomic_write, download, sha256
 from ..settings import offline
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -42,8 +42,9 @@ def get_model_builder(name: str) -> Callable[..., nn.Module]:
     return _MODELS[name]
 
 
-class WeightsUnavailable(RuntimeError):
-    """Published weights could not be had (no internet, say); the message says why and what to do."""
+class WeightsUnavailable(NotedError):
+    """Published weights could not be had (no internet, say); the message says why and what to do,
+    ``note`` says it in a sentence for a page of the book."""
 
 
 def get_model(name: str, /, *, weights: str | None = None, partial: bool = False, **options) -> nn.Module:
@@ -165,13 +166,16 @@ def _fetch(name: str, w) -> str:
     if not os.path.exists(cached):
         if offline():
             raise WeightsUnavailable(f"CNN_BOOK_OFFLINE is set and torchvision's {name} weights {w.name} are not "
-                                     f"in torch's cache ({cached}); unset it to download them once.")
+                                     f"in torch's cache ({cached}); unset it to download them once.",
+                                     note=f"torchvision's {name} ImageNet weights are not on this machine, which "
+                                          "reads no weights from the internet (CNN_BOOK_OFFLINE).")
         try:
             download(w.url, cached, what=f"torchvision's {name} weights {w.name}", sha256_prefix=prefix,
                      offline_hint=f"Offline, put the file {os.path.basename(cached)} into "
                                   f"{os.path.dirname(cached)}.")
         except DownloadError as e:
-            raise WeightsUnavailable(str(e)) from None
+            raise WeightsUnavailable(str(e), note=f"torchvision's {name} ImageNet weights are not on this machine "
+                                                  "and it could not download them (offline?).") from None
     try:
         digest = sha256(cached)
     except OSError as e:

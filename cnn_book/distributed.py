@@ -42,7 +42,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .device import default_device, describe_device
-from .settings import dist_timeout
+from .settings import dist_timeout, fold
 
 __all__ = ["Group", "World", "world", "device_for", "init", "local_batch", "shard_batches", "all_reduce_sums",
            "steps_per_epoch", "wrap", "unused_parameters", "broadcast_buffers", "ring_all_reduce_bytes",
@@ -270,7 +270,7 @@ class Group:
         """Print ``lines`` from rank 0; the other processes print nothing."""
         if self.main:
             for line in lines:
-                print(line)
+                print(fold(line))  # the page column: no sideways scroll on the website
 
     def describe(self) -> str:
         """'cpu (2 threads)', or 'cpu (2 threads) x 2 processes' under torchrun."""

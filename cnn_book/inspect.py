@@ -19,6 +19,8 @@ import torchinfo
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .settings import fold
+
 _SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 _POINTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.Hardswish, nn.ReLU6, nn.LeakyReLU,
               nn.BatchNorm2d, nn.Dropout, nn.Dropout2d, nn.Identity, nn.LocalResponseNorm)
@@ -327,6 +329,61 @@ def gradient_norms(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
     finally:
         model.train(was_training)
     return {n: g.norm().item() for (n, _), g in zip(convs, grads, strict=True)}
+
+
+# The patterns a first-layer kernel is read by, as an orthonormal basis over its k x k grid: its
+# mean (a blur or a brightness detector), the two ramps (an edge: one side against the other, in
+# the direction of the ramp) and the centre against its surround.
+PATTERNS = ("mean", "edge", "centre-surround")
+
+
+def kernel_patterns(weight: Tensor, share: float = 0.6) -> list[dict]:
+    """How much of each kernel of a convolution's ``weight`` (out, in, k, k) each simple pattern
+    explains: the shares of its squared norm in its mean, in the two linear ramps together (an
+    edge; ``angle`` is the direction in which the weights rise, in degrees, 0 = to the right, 90 =
+    downwards) and in centre-against-surround, summed over the input channels; and ``peak``, the
+    largest single weight's share. ``kind`` names the pattern that explains at least ``share`` of
+    the kernel, "one weight" when a single weight holds at least half of it, else "mixed". A
+    figure of filters is read through these numbers, not by eye."""
+    w = weight.detach().float().cpu()
+    if w.dim() != 4 or w.shape[-1] != w.shape[-2] or w.shape[-1] < 3:
+        raise ValueError(f"kernel_patterns reads square kernels of 3x3 or more, (out, in, k, k); got {tuple(w.shape)}")
+    k = w.shape[-1]
+    r = torch.arange(k, dtype=torch.float32) - (k - 1) / 2
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    centre = torch.zeros(k, k)
+    centre[k // 2, k // 2] = 1.0
+    basis = {"mean": torch.ones(k, k), "x": xx, "y": yy, "centre": centre - centre.mean()}
+    basis = {n: b / b.norm() for n, b in basis.items()}  # orthonormal: the ramps and the centre have zero mean
+    total = w.pow(2).sum((1, 2, 3)).clamp_min(1e-12)
+    proj = {n: (w * b).sum((2, 3)) for n, b in basis.items()}  # (out, in) coefficients
+    shares = {"mean": proj["mean"].pow(2).sum(1) / total,
+              "edge": (proj["x"].pow(2) + proj["y"].pow(2)).sum(1) / total,
+              "centre-surround": proj["centre"].pow(2).sum(1) / total}
+    angle = torch.rad2deg(torch.atan2(proj["y"].sum(1), proj["x"].sum(1))) % 360  # 0 to 360
+    peak = w.pow(2).flatten(1).max(1).values / total
+    rows = []
+    for i in range(w.shape[0]):
+        best = max(PATTERNS, key=lambda n: shares[n][i].item())
+        kind = best if shares[best][i] >= share else "one weight" if peak[i] >= 0.5 else "mixed"
+        rows.append({"index": i, "kind": kind, "peak": peak[i].item(), "angle": angle[i].item(),
+                     **{n: shares[n][i].item() for n in PATTERNS}})
+    return rows
+
+
+def describe_kernels(weight: Tensor, share: float = 0.6) -> str:
+    """``kernel_patterns`` as lines to print under a filter figure: which kernels are edges (with
+    their direction), centre-surround, a mean, one strong weight, or none of these."""
+    rows = kernel_patterns(weight, share)
+    lines = [f"{len(rows)} kernels; a pattern is named when it holds >= {share:.0%} of the kernel's squared norm"]
+    for kind in (*PATTERNS, "one weight", "mixed"):
+        of_kind = [r for r in rows if r["kind"] == kind]
+        if not of_kind:
+            continue
+        items = ", ".join(f"#{r['index']} ({r['angle']:.0f} deg)" if kind == "edge" else f"#{r['index']}"
+                          for r in of_kind)
+        lines.append(fold(f"  {kind}: {len(of_kind)}: {items}", indent="    "))
+    return "\n".join(lines)
 
 
 @torch.inference_mode()

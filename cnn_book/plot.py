@@ -201,6 +201,40 @@ def confusion_matrix(model: nn.Module, data: ImageData, split: str = "test") -> 
     return fig
 
 
+def mistakes(model: nn.Module, data: ImageData, n: int = 8, cam_layer: nn.Module | str | None = None,
+             split: str = "test") -> Figure:
+    """The first ``n`` images of ``split`` that ``model`` gets wrong, titled true -> predicted, and
+    one line printed for each. With ``cam_layer``, two more rows: Grad-CAM (``transfer.grad_cam``)
+    for the predicted class and for the true one, where the evidence for each lay (the Grad-CAM
+    paper's use: diagnosing a model's errors)."""
+    from .transfer import grad_cam
+
+    preds, targets = predict(model, data, split)
+    wrong = (preds != targets).nonzero().flatten()[:n].tolist()
+    errors = int((preds != targets).sum())
+    print(f"{errors:,} of {len(targets):,} {split} images wrong ({errors / len(targets):.1%}); "
+          f"the first {len(wrong)}, by index:")
+    if not wrong:
+        raise ValueError(f"the model gets every {split} image right: there is no mistake to show")
+    rows = 1 if cam_layer is None else 3
+    fig, axes = plt.subplots(rows, len(wrong), figsize=(1.5 * len(wrong), 1.55 * rows + 0.4), squeeze=False)
+    for col, i in enumerate(wrong):
+        image = data.images(split, i)  # (1, C, H, W), as the model sees it
+        true, pred = data.classes[int(targets[i])], data.classes[int(preds[i])]
+        print(f"  #{i}: {true} called {pred}")
+        _show(axes[0, col], image[0])
+        axes[0, col].set_title(f"#{i} {true}\n-> {pred}", fontsize=7)
+        for row, cls in ((1, int(preds[i])), (2, int(targets[i])))[: rows - 1]:
+            cam, _ = grad_cam(model, image, cam_layer, target=cls)
+            show_heatmap(axes[row, col], image[0], cam, data.classes[cls])
+            axes[row, col].title.set_fontsize(7)
+    if rows == 3:
+        axes[1, 0].set_ylabel("Grad-CAM:\npredicted", fontsize=7)
+        axes[2, 0].set_ylabel("Grad-CAM:\ntrue class", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def _say_confusions(cm: Tensor, classes: Sequence[str], per_class: Tensor, most: int = 3) -> None:
     """What the figure shows, printed, so that the text quotes it rather than reads it by eye: each
     class's accuracy, from the lowest, and the ``most`` most frequent confusions."""

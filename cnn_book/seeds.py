@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .settings import fold
 from .train import History, fit
 
 
@@ -36,6 +37,7 @@ class SeedRuns:
     seeds: list[int]
     values: list[float]
     histories: list[History] = field(default_factory=list, repr=False)
+    models: list[nn.Module] = field(default_factory=list, repr=False)  # the trained networks, one per seed
     seconds: float = 0.0  # the wall time of all the runs
 
     @property
@@ -83,9 +85,11 @@ def over_seeds(build: Callable[[], nn.Module], data, seeds: Sequence[int] = (0, 
             raise ValueError(f"the runs have no {metric!r}; they record {', '.join(hist.curves)}")
         runs.values.append(hist[metric][-1])
         runs.histories.append(hist)
+        runs.models.append(model)
         runs.seconds += hist.wall_seconds
         if not verbose:
-            print(f"  {runs.name}, seed {seed}: {metric} {hist[metric][-1]:.4f} ({hist.wall_seconds:.0f} s)")
+            print(fold(f"  {runs.name}, seed {seed}: {metric} {hist[metric][-1]:.4f} ({hist.wall_seconds:.0f} s)",
+                       indent="    "))
     return runs
 
 

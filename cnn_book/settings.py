@@ -65,3 +65,34 @@ def dist_timeout() -> float:
         raise ValueError(f"CNN_BOOK_DIST_TIMEOUT={raw!r} is not a number of seconds: give a positive number, "
                          "or leave it unset for 300")
     return seconds
+
+
+COLUMN = 80  # characters: the website's page column holds 80 of its monospace font
+
+
+def fold(line: str, width: int = COLUMN, indent: str = "  ") -> str:
+    """``line`` cut into lines of at most ``width`` characters, so that it fits the page column
+    without a sideways scroll. It breaks after a " | " or ", " separator where one fits, else at a
+    space; the lines after the first start with ``indent``. A line that fits is returned as it is."""
+    if len(line) <= width:
+        return line
+    import re
+    import textwrap
+
+    pieces = re.split(r"(?<=\|) |(?<=,) ", line)  # keep each separator at the end of its piece
+    lines, current = [], ""
+    for piece in pieces:
+        joined = f"{current} {piece}" if current else piece
+        limit = width - (len(indent) if lines else 0)
+        if len(joined) <= limit or not current:
+            current = joined
+        else:
+            lines.append(current)
+            current = piece
+    lines.append(current)
+    out = []
+    for i, text in enumerate(lines):  # a piece longer than the column: at spaces
+        first = indent if (i or out) else ""
+        out += textwrap.wrap(text, width, initial_indent=first, subsequent_indent=indent,
+                             break_on_hyphens=False, break_long_words=False) or [first]
+    return "\n".join(out)

@@ -160,3 +160,23 @@ def test_many_pixels_in_one_pass_give_each_its_own_window():
     pixels = [(r, c) for r in (3, 4, 5) for c in (2, 7)]
     each = inspect.receptive_field_of_each(net, (1, 18, 18), pixels)
     assert each == [inspect.receptive_field(net, (1, 18, 18), p) for p in pixels]
+
+
+def test_kernel_patterns_name_known_kernels():
+    r = torch.arange(3.0) - 1
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    corner = torch.zeros(3, 3)
+    corner[0, 0] = 1.0
+    centre = -torch.ones(3, 3)
+    centre[1, 1] = 8.0
+    w = torch.stack([xx, yy, -xx + 0.1, torch.ones(3, 3), centre, corner, xx + 0.8])[:, None]
+    rows = inspect.kernel_patterns(w)
+    assert [row["kind"] for row in rows] == ["edge", "edge", "edge", "mean", "centre-surround", "one weight",
+                                             "mixed"]
+    assert [round(row["angle"]) for row in rows[:3]] == [0, 90, 180]  # rising right, down, left
+    assert rows[0]["edge"] == pytest.approx(1.0) and rows[3]["mean"] == pytest.approx(1.0)
+    assert all(sum(row[p] for p in inspect.PATTERNS) <= 1 + 1e-6 for row in rows)  # orthonormal shares
+    text = inspect.describe_kernels(w)
+    assert "edge: 3: #0 (0 deg), #1 (90 deg), #2 (180 deg)" in text and "one weight: 1: #5" in text
+    with pytest.raises(ValueError, match="square kernels of 3x3"):
+        inspect.kernel_patterns(torch.zeros(4, 1, 1, 1))

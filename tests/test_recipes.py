@@ -64,7 +64,8 @@ def test_every_run_has_a_cpu_and_a_gpu_recipe_that_fit_its_task():
             assert recipe.lr > 0 and len(recipe.input_shape) == (1 if recipe.data in recipes.TEXT else 3)
             assert str(recipe).startswith(recipe.model)
     assert recipes.get("alexnet", "cuda").input_shape == (1, 224, 224)
-    assert recipes.get("alexnet", "cpu").input_shape == recipes.get("alexnet", "mps").input_shape == (1, 64, 64)
+    assert recipes.get("alexnet", "cpu").options["width_mult"] == recipes.get("alexnet", "mps").options["width_mult"]
+    assert recipes.get("alexnet", "cuda").options["width_mult"] == 1.0
     assert recipes.get("vgg11_bn", "cpu").input_shape == (1, 32, 32)  # padded by 2
     assert recipes.get("simple_cnn") is recipes.RECIPES["simple_cnn"]["cpu"]  # no GPU here
     with pytest.raises(ValueError, match="no recipe named 'alexnett'"):
@@ -123,3 +124,19 @@ def test_d2l_s_lenet_recipe_is_d2l_s_setting():
             bound = math.sqrt(6 / (fan_in + fan_out))
             assert m.weight.abs().max() <= bound and m.weight.abs().max() > 0.8 * bound
     assert "plain sgd lr 0.9 constant" in str(r) and "xavier_uniform init" in str(r)
+
+
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
+def test_alexnet_keeps_the_paper_s_geometry_on_every_device(kind):
+    """Chapter 3 trains AlexNet, not a coarser network: at the recipe's input, pool5 is the paper's
+    6x6 map (at 64x64 it was 1x1, and the adaptive pool copied that one position 36 times)."""
+    recipe = recipes.RECIPES["alexnet"][kind]
+    with torch.device("meta"):
+        model = recipe.build()
+        pool5 = model.features(torch.zeros(2, *recipe.input_shape))
+    assert recipe.input_shape == (1, 224, 224)
+    assert tuple(pool5.shape[2:]) == (6, 6)
+    assert model.classifier[1].in_features == pool5.shape[1] * 36  # fc6 reads the 36 positions as they are
+    if kind == "cpu":  # a quarter of the kernels, fc6 and fc7 of 1,024: the size the CPU trains in minutes
+        assert [m.out_channels for m in model.features if isinstance(m, nn.Conv2d)] == [16, 48, 96, 64, 64]
+        assert model.classifier[1].out_features == 1024

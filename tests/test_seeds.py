@@ -18,7 +18,7 @@ def test_each_seed_is_a_run_and_the_same_seed_the_same_run(small_fmnist, capsys)
     settings = {"epochs": 1, "batch_size": 64, "device": "cpu"}
     runs = seeds.over_seeds(lambda: get_model("lenet5"), data, (0, 1), **settings)
     again = seeds.over_seeds(lambda: get_model("lenet5"), data, (0,), **settings)
-    assert runs.name == "LeNet5" and runs.seeds == [0, 1] and len(runs.histories) == 2
+    assert runs.name == "LeNet5" and runs.seeds == [0, 1] and len(runs.histories) == len(runs.models) == 2
     assert runs.values[0] == again.values[0] != runs.values[1]  # seeded: the same seed, the same figure
     assert runs.values == [h["test_acc"][-1] for h in runs.histories]
     out = capsys.readouterr().out

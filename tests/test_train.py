@@ -26,7 +26,8 @@ def test_loss_falls_and_accuracy_rises_on_a_small_subset(small_fmnist, capsys):
     assert hist.task == "classification" and hist.precision == "fp32" and hist.skipped_steps == 0
     out = capsys.readouterr().out
     for words in ("device cpu", "precision fp32", "train images/s", "test accuracy", "wall time", "in fp32"):
-        assert words in out
+        assert words in out.replace("\n  ", " ")
+    assert max(map(len, out.splitlines())) <= settings.COLUMN  # the website's column: no sideways scroll
     scores = train.evaluate(get_model("lenet5"), small_fmnist)
     assert 2.0 < scores["loss"] < 2.6 and 0.0 <= scores["acc"] <= 0.3  # untrained: near chance, log(10) = 2.30
     assert hist.to_dict()["final_test_acc"] == hist["test_acc"][-1] == hist.to_dict()["test_acc"][-1]
@@ -40,7 +41,9 @@ def test_quick_mode_caps_the_work_and_says_so(fmnist, monkeypatch, capsys):
     hist = train.fit(get_model("lenet5"), fmnist, epochs=30, device="cpu")
     assert hist.quick and hist.epochs == [1, 2] == list(range(1, train.QUICK_EPOCHS + 1))
     assert hist.train_images == train.QUICK_EPOCHS * train.QUICK_TRAIN_IMAGES
-    assert "QUICK MODE (CNN_BOOK_QUICK=1)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "QUICK MODE (CNN_BOOK_QUICK=1)" in out
+    assert max(map(len, out.splitlines())) <= settings.COLUMN
     monkeypatch.setenv("CNN_BOOK_QUICK", "0")
     assert not train.quick_mode()
 
@@ -427,3 +430,24 @@ def test_plain_sgd_at_a_constant_rate_is_what_it_says(small_fmnist, capsys, monk
     assert "plain sgd lr 0.1 constant" in capsys.readouterr().out
     with pytest.raises(ValueError, match="schedule must be"):
         train.fit(get_model("lenet5"), small_fmnist, epochs=1, schedule="cosine", device="cpu")
+
+
+def test_fold_keeps_printed_lines_inside_the_page_column():
+    done = ("Done: device cpu (2 threads) | precision fp32 | wall time 15.3 s | 4,688 train images/s | "
+            "test accuracy 86.60%")
+    lines = settings.fold(done).splitlines()
+    assert len(lines) == 2 and all(len(line) <= 80 for line in lines)
+    assert lines[0].endswith("|") and lines[1].startswith("  4,688")  # broken after a separator
+    assert " ".join(line.strip() for line in lines) == done  # nothing lost
+    assert settings.fold("short line") == "short line"
+    words = "a b " * 60
+    assert all(len(line) <= 40 for line in settings.fold(words, width=40).splitlines())
+
+
+def test_a_recipe_prints_in_lines_that_fit_the_column():
+    from cnn_book import recipes
+
+    for name in recipes.RECIPES:
+        for kind in ("cpu", "gpu"):
+            text = str(recipes.RECIPES[name][kind])
+            assert max(map(len, text.splitlines())) <= settings.COLUMN, text

@@ -147,3 +147,30 @@ def test_unfreeze_restores_gradients_and_trainable_batch_norms_with_the_same_out
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in net.modules())
     with torch.no_grad():
         assert torch.allclose(net.eval()(x), before, atol=1e-5)
+
+
+def test_mistakes_shows_the_images_a_model_gets_wrong_with_their_grad_cam(small_fmnist, capsys):
+    """A hand-made case: a network that always answers class 0 is wrong exactly on the images of
+    the other classes, and the figure shows those, first by index, with a Grad-CAM row each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from cnn_book import plot
+
+    conv = nn.Conv2d(1, 4, 3, padding=1)
+    model = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    with torch.no_grad():
+        model[-1].weight.zero_()
+        model[-1].weight[0] = 1.0  # class 0 always wins on ReLU features
+        model[-1].bias.zero_()
+        model[-1].bias[0] = 1.0
+    fig = plot.mistakes(model, small_fmnist, n=4, cam_layer=conv)
+    out = capsys.readouterr().out
+    y = small_fmnist.test_y
+    wrong = (y != 0).nonzero().flatten()
+    assert f"{len(wrong):,} of {len(y):,} test images wrong" in out
+    first = wrong[:4].tolist()
+    for i in first:
+        assert f"#{i}: {small_fmnist.classes[int(y[i])]} called {small_fmnist.classes[0]}" in out
+    assert len(fig.axes) == 12  # 4 images x (image, Grad-CAM predicted, Grad-CAM true)
+    assert [ax.get_title().split()[0] for ax in fig.axes[:4]] == [f"#{i}" for i in first]

@@ -50,6 +50,18 @@ def browser():
         b.close()
 
 
+# Every block of text in a page's article that scrolls sideways: outputs, code, tables. Kept outputs
+# wider than the column are fitted by _static/fit_outputs.js (smaller type, or wrapped).
+SIDEWAYS = """[...document.querySelectorAll('article pre, article table, article .cell_output, article .output')]
+    .filter(e => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1)
+    .map(e => `${e.tagName} ${e.scrollWidth}px in ${e.clientWidth}px: ${(e.innerText || '').slice(0, 60)}`)"""
+
+
+def _sideways(page):
+    """The blocks of text that need a horizontal scroll at the page's width (1280 px)."""
+    return page.evaluate(SIDEWAYS)
+
+
 def _open(browser, url, shot=None):
     """The page, loaded; the images that did not load. Any JavaScript error fails the test: no page
     may log one (each declared THEBE_JS_URL twice until _ext/book_pages.py kept one copy of each
@@ -154,8 +166,8 @@ CHAPTERS = sorted(p.stem for p in (ROOT / "chapters").glob("[0-9][0-9]_*.ipynb")
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_chapter_shows_its_diagrams_and_its_code_fits_the_column(site, browser, chapter):
-    """Every chapter draws its architecture (SVG from plot.diagram, loaded), and no code cell scrolls
-    sideways at the book's column width."""
+    """Every chapter draws its architecture (SVG from plot.diagram, loaded), and no code cell, output
+    or table scrolls sideways at the book's column width."""
     page, broken = _open(browser, f"{site}/chapters/{chapter}.html", f"{chapter}.png")
     assert broken == []
     diagrams = page.evaluate("""[...document.querySelectorAll('.cell_output img')]
@@ -164,6 +176,7 @@ def test_chapter_shows_its_diagrams_and_its_code_fits_the_column(site, browser, 
     wide = page.evaluate("""[...document.querySelectorAll('.cell_input pre')]
         .filter(p => p.scrollWidth > p.clientWidth + 1).map(p => p.innerText.split('\\n')[0])""")
     assert wide == [], wide
+    assert _sideways(page) == []
     page.close()
 
 
@@ -176,4 +189,5 @@ def test_every_book_page_loads_without_a_script_error(site, browser, name):
     """The chapters are opened by the test above; the other pages here, each through _open's checks."""
     page, broken = _open(browser, f"{site}/book/{name}.html")
     assert broken == []
+    assert _sideways(page) == []  # no text needs a sideways scroll, on these pages as in the chapters
     page.close()

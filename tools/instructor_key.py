@@ -64,7 +64,15 @@ SETUP = {
     "03_alexnet": [IMPORTS, 'recipes.get("alexnet")'],
     "04_vgg": [IMPORTS, 'recipes.get("vgg11_bn")'],
     "05_googlenet": [IMPORTS, 'recipes.get("googlenet")'],
-    "06_resnet": [IMPORTS, 'recipes.get("resnet_cifar")'],
+    # the recorded baseline: the four networks of the degradation experiment, seed 0 (the chapter trains
+    # seeds 0 and 1 through seeds.over_seeds, which trains seed 0 exactly so)
+    "06_resnet": [IMPORTS, 'code:from cnn_book import recipes, seeds, train\n'
+                  'data = load_fashion_mnist()\nrecipe = recipes.get("resnet_cifar")\n'
+                  'mini = recipe.prepare(data)\nruns = {}\n'
+                  'for depth in (20, 56):\n    for plain in (True, False):\n'
+                  '        runs[f"{depth}{plain}"] = seeds.over_seeds(\n'
+                  '            lambda d=depth, p=plain: recipe.build(depth=d, plain=p), mini, seeds=(0,),\n'
+                  '            metric="train_acc", verbose=True, **recipe.fit_args)\n'],
     # the sweeps' data only: the exercise trains its own two networks
     "07_mobilenet": [IMPORTS, 'code:from cnn_book import recipes\ndata = load_fashion_mnist()\n'
                      'sweep = recipes.get("mobilenet_v1_sweep")\nsubset = sweep.prepare(data)\n'],
@@ -77,12 +85,16 @@ TRAINING = {
     "simple-cnn-gap": Training(
         "01_simple_cnn",
         'm = recipe.build()\n'
-        'm.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))\n'
+        'm.classifier = nn.Sequential(\n'
+        '    nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)\n'
+        ')\n'
         'm(data.images("train", 0))  # forward not replaced\n',
         "the classifier was replaced but not `forward`, which still flattens the 7x7 map first"),
     "simple-cnn-no-augment": Training(
         "01_simple_cnn",
-        'train.fit(recipe.build(), recipe.prepare(data), augment=False, **recipe.fit_args)\n',
+        'train.fit(\n'
+        '    recipe.build(), recipe.prepare(data), augment=False, **recipe.fit_args\n'
+        ')\n',
         "`augment=False` given next to `**recipe.fit_args`, which holds `augment` already: "
         "change the recipe's arguments (`{**recipe.fit_args, \"augment\": False}`) instead"),
     "lenet-d2l": Training(
@@ -129,7 +141,9 @@ TRAINING = {
         "`InvertedResidual` is not a sequence: the ReLU6 goes at the end of its `conv`"),
     "effnet-sd": Training(
         "08_efficientnet",
-        'm = cnn_book.get_model("efficientnet_b0", stochastic_depth_prob=0.0, dropout=0.0)\n'
+        'm = cnn_book.get_model(\n'
+        '    "efficientnet_b0", stochastic_depth_prob=0.0, dropout=0.0\n'
+        ')\n'
         'm(data.images("train", 0))\n',
         "built without `num_classes=10, in_channels=1` (or `recipe.build(...)`): ImageNet's "
         "three-channel stem does not take Fashion-MNIST's one channel"),

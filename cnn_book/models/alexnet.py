@@ -39,16 +39,22 @@ TORCHVISION_CONVS = [
 
 class AlexNet(nn.Module):
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5,
-                 variant: Literal["torchvision", "paper"] = "torchvision", input_size: int | None = None) -> None:
+                 variant: Literal["torchvision", "paper"] = "torchvision", input_size: int | None = None,
+                 width_mult: float = 1.0, classifier_width: int = 4096) -> None:
         super().__init__()
         if variant not in ("torchvision", "paper"):
             raise ValueError(f"variant must be 'torchvision' or 'paper', got {variant!r}")
+        if not (width_mult > 0 and classifier_width >= 1):
+            raise ValueError(f"width_mult must be positive and classifier_width at least 1, got {width_mult!r} "
+                             f"and {classifier_width!r}")
         self.variant = variant
         size = input_size or (227 if variant == "paper" else 224)
         self.input_shape = (in_channels, size, size)
         layers: list[nn.Module] = []
         c_in = in_channels
         for c_out, k, s, p, groups, lrn, pool in PAPER_CONVS if variant == "paper" else TORCHVISION_CONVS:
+            # width_mult < 1: fewer kernels in every layer, the same geometry (a CPU's AlexNet at 224)
+            c_out = max(groups, round(c_out * width_mult / groups) * groups)
             layers += [nn.Conv2d(c_in, c_out, kernel_size=k, stride=s, padding=p, groups=groups), nn.ReLU(inplace=True)]
             if lrn:  # the paper's k=2, n=5, alpha=1e-4, beta=0.75; PyTorch divides alpha by n, so pass n*alpha
                 layers.append(nn.LocalResponseNorm(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0))
@@ -61,12 +67,12 @@ class AlexNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(
             nn.Dropout(p=dropout),
-            nn.Linear(c_in * 6 * 6, 4096),  # 9,216 -> 4,096: 37.7 M of the 61 M parameters
+            nn.Linear(c_in * 6 * 6, classifier_width),  # 9,216 -> 4,096: 37.7 M of the 61 M parameters
             nn.ReLU(inplace=True),
             nn.Dropout(p=dropout),
-            nn.Linear(4096, 4096),
+            nn.Linear(classifier_width, classifier_width),
             nn.ReLU(inplace=True),
-            nn.Linear(4096, num_classes),
+            nn.Linear(classifier_width, num_classes),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -81,5 +87,6 @@ class AlexNet(nn.Module):
 def alexnet(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> AlexNet:
     """AlexNet (Krizhevsky et al., 2012, Fig. 2). torchvision's form by default; ``variant="paper"``
     for the two-GPU network with LRN. Options: ``dropout``, ``input_size`` (what ``summary`` uses; 224,
-    or 227 for the paper's form)."""
+    or 227 for the paper's form), ``width_mult`` (kernels per convolution, 0.25 for a quarter) and
+    ``classifier_width`` (fc6 and fc7, 4,096): smaller networks of the same geometry."""
     return AlexNet(num_classes=num_classes, in_channels=in_channels, **kwargs)

@@ -14,6 +14,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from . import settings
 from .data import ImageData
 from .diagram import Diagram, diagram  # noqa: F401  (plot.diagram: a block diagram drawn from the model)
 from .train import History, predict
@@ -300,6 +301,7 @@ def predictions(model: nn.Module, photos: dict, top: int = 5, ncols: int = 2) ->
     """
     from .models import classify
 
+    print(f"the top {top} classes of each photo, with their probabilities (what the bars show):")
     rows, cols = _grid(len(photos), ncols)
     fig = plt.figure(figsize=(6.2 * cols, 2.1 * rows))
     grid = fig.add_gridspec(rows, 2 * cols, width_ratios=[1, 1.4] * cols)
@@ -310,6 +312,9 @@ def predictions(model: nn.Module, photos: dict, top: int = 5, ncols: int = 2) ->
         ax.set_title(name, fontsize=9)
         ax.axis("off")
         probs, names = zip(*classify(model, photo, top=top), strict=True)
+        print(settings.fold(f"  {name}: " + ", ".join(f"{n} {100 * p:.1f}%" for p, n in zip(probs, names,
+                                                                                            strict=True)),
+                            indent="    "))
         bars = fig.add_subplot(grid[r, 2 * c + 1])
         bars.barh(range(top), [100 * p for p in probs], color="tab:blue")
         bars.set_yticks(range(top), [n[:22] for n in names], fontsize=8)

@@ -74,6 +74,8 @@ def fold(line: str, width: int = COLUMN, indent: str = "  ") -> str:
     """``line`` cut into lines of at most ``width`` characters, so that it fits the page column
     without a sideways scroll. It breaks after a " | " or ", " separator where one fits, else at a
     space; the lines after the first start with ``indent``. A line that fits is returned as it is."""
+    if "\n" in line:  # each line of a message on its own
+        return "\n".join(fold(part, width, indent) for part in line.split("\n"))
     if len(line) <= width:
         return line
     import re

@@ -280,6 +280,7 @@ def run(labels: list[str], out: Path) -> dict:
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ["CNN_BOOK_PROGRESS"] = "0"
     os.environ.setdefault("CNN_BOOK_RESULTS", str(ROOT / "_build" / "exercise_results"))  # not the book's
+    Path(os.environ["CNN_BOOK_RESULTS"]).mkdir(parents=True, exist_ok=True)  # results.record needs the folder
     import matplotlib.pyplot as plt
 
     from cnn_book import train
@@ -334,6 +335,7 @@ def rerun_wrong(labels: list[str], out: Path) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ["CNN_BOOK_PROGRESS"] = "0"
     os.environ.setdefault("CNN_BOOK_RESULTS", str(ROOT / "_build" / "exercise_results"))
+    Path(os.environ["CNN_BOOK_RESULTS"]).mkdir(parents=True, exist_ok=True)
     import matplotlib.pyplot as plt
 
     from cnn_book import train

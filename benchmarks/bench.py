@@ -256,17 +256,81 @@ def compiled_steps(images: int) -> tuple[float, float]:
     return got["images_per_s"], got["compile_seconds"]
 
 
+def _reference_pairs():
+    """(name, the book's model, the reference, inputs, each one's output tensor) on the same weights,
+    dropout off: BERT-base and GPT-2 small against transformers' (SDPA attention, built from a
+    config: random weights, nothing downloaded), ViT-B/16 against torchvision's."""
+    import torchvision
+    import transformers
+
+    from cnn_book.models import bert, get_model, gpt
+
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                  attn_implementation="sdpa")
+    ref = transformers.BertModel(cfg)
+    ours = get_model("bert", dropout=0.0)
+    ours.load_state_dict(bert.from_transformers(ref.state_dict()))
+    ids = torch.randint(0, cfg.vocab_size, (2, 256))
+    yield "BERT-base", ours, ref, (ids,), lambda o: o[0], lambda o: o.last_hidden_state
+    cfg = transformers.GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa")
+    ref = transformers.GPT2LMHeadModel(cfg)
+    ours = get_model("gpt2")
+    ours.load_state_dict(gpt.from_transformers(ref.state_dict()))
+    ids = torch.randint(0, cfg.vocab_size, (2, 256))
+    yield "GPT-2 small", ours, ref, (ids,), lambda o: o, lambda o: o.logits
+    ref = torchvision.models.vit_b_16()
+    ours = get_model("vit_b_16")
+    ours.load_state_dict(ref.state_dict())
+    yield "ViT-B/16", ours, ref, (torch.randn(2, 3, 224, 224),), lambda o: o, lambda o: o
+
+
+def reference_ratios(repeats: int = 5) -> dict[str, dict[str, float]]:
+    """The time of one forward and backward pass (batch 2, 256 tokens or 224x224 images, train
+    mode, dropout off) of the book's model over its reference's, on the same weights: medians of
+    ``repeats`` interleaved rounds after two warm-up rounds."""
+    out = {}
+    for name, ours, ref, inputs, out_ours, out_ref in _reference_pairs():
+        def step(model, output, inputs=inputs):
+            model.zero_grad(set_to_none=True)
+            output(model(*inputs)).float().pow(2).mean().backward()
+
+        ours.train()
+        ref.train()
+        times: dict[str, list[float]] = {"ours": [], "reference": []}
+        for i in range(repeats + 2):
+            for key, model, output in (("ours", ours, out_ours), ("reference", ref, out_ref)):
+                t0 = time.perf_counter()
+                step(model, output)
+                if i >= 2:
+                    times[key].append(time.perf_counter() - t0)
+        a, b = statistics.median(times["ours"]), statistics.median(times["reference"])
+        out[name] = {"ours_ms": round(1e3 * a, 1), "reference_ms": round(1e3 * b, 1), "ratio": round(a / b, 3)}
+        print(f"  {name:12} the book's {1e3 * a:7.1f} ms, the reference's {1e3 * b:7.1f} ms: {a / b:.2f}x", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=20_000, help="training images per throughput run")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved repetitions; the median is reported")
     ap.add_argument("--baseline", default="9fe3885", help="git revision whose fit() is the engine's baseline")
     ap.add_argument("--skip-chapters", action="store_true")
+    ap.add_argument("--references-only", action="store_true",
+                    help="only the book's BERT, GPT-2 and ViT against their references; updates results.json")
     ap.add_argument("--compiled-steps", type=int, metavar="IMAGES", help=argparse.SUPPRESS)  # compiled_steps' process
     args = ap.parse_args()
     if args.compiled_steps:
         speed = steps_only(args.compiled_steps, channels_last=True, compiled=True)
         print(json.dumps({"images_per_s": speed, "compile_seconds": COMPILE_SECONDS[0]}))
+        return
+    if args.references_only:
+        out = ROOT / "benchmarks" / "results.json"
+        result = json.loads(out.read_text())
+        print(f"Machine: {machine()}: the book's Transformers against their references, forward and backward")
+        result["references"] = reference_ratios(args.repeats)
+        result["references_machine"] = machine()
+        out.write_text(json.dumps(result, indent=1) + "\n")
         return
     print(f"Machine: {machine()}; fit() device: {describe_device(torch.device('cpu'))}")
     print(f"1. LeNet-5 training throughput on CPU, {args.images:,} Fashion-MNIST images, batch 128; every "
@@ -347,6 +411,9 @@ def main() -> None:
     if not args.skip_chapters:
         print("2. Each chapter in quick mode (fresh kernel, as nbval runs it; target 45 s):")
         result["chapter_quick_seconds"] = chapter_quick_times()
+    print("4. the book's Transformers against their references (forward and backward, same weights)")
+    result["references"] = reference_ratios(args.repeats)
+    result["references_machine"] = machine()
     out = ROOT / "benchmarks" / "results.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"Saved to {out.relative_to(ROOT)}")

@@ -312,3 +312,43 @@ def data_parallel(processes: int = 2, batch_size: int = 128):
         g.edge(f"m{r}", "reduce", label=" gradients", fontsize="10")
         g.edge("reduce", f"s{r}")
     return g
+
+
+def ddp_timeline(layers: int = 8, buckets: int = 3, comm: float = 1.6):
+    """A schematic timeline (not a measurement) of one DDP step in one process: the backward pass
+    computes the gradients from the last layer to the first, and DDP groups them into ``buckets``
+    (25 MB each by default, ``bucket_cap_mb``); as soon as every gradient of a bucket is ready, its
+    all-reduce starts, while the backward pass goes on with the earlier layers. Only the last
+    bucket's all-reduce is left after the backward pass; the optimiser step waits for it. Below,
+    the same step without the overlap (all-reduce after the whole backward pass), for comparison.
+    ``comm``: the time of one bucket's all-reduce, in units of one layer's backward."""
+    import matplotlib.pyplot as plt
+
+    per = layers / buckets  # layers a bucket holds
+    fig, ax = plt.subplots(figsize=(9, 2.6))
+    colors = plt.get_cmap("tab10")
+    for k in range(layers):  # backward: layer L first
+        for row in (3, 1):
+            ax.barh(row, 1, left=k, color="#cfe0f3", edgecolor="#555555")
+            ax.text(k + 0.5, row, f"∂{layers - k}", ha="center", va="center", fontsize=8)
+    free = 0.0  # the link is busy with one all-reduce at a time
+    for b in range(buckets):
+        ready = (b + 1) * per  # the bucket's last gradient is computed
+        start = max(ready, free)
+        free = start + comm
+        ax.barh(2.4, comm, left=start, color=colors(b), alpha=0.8, edgecolor="#555555")
+        ax.text(start + comm / 2, 2.4, f"all-reduce {b + 1}", ha="center", va="center", fontsize=7)
+    ax.axvline(free, color="black", ls=":", lw=1)
+    later = float(layers)
+    for b in range(buckets):
+        ax.barh(0.4, comm, left=later, color=colors(b), alpha=0.8, edgecolor="#555555")
+        ax.text(later + comm / 2, 0.4, f"all-reduce {b + 1}", ha="center", va="center", fontsize=7)
+        later += comm
+    ax.axvline(later, color="black", ls="--", lw=1)
+    ax.set_yticks([3, 2.4, 1, 0.4], ["backward", "buckets' all-reduce", "backward", "all-reduce after"])
+    ax.set_xlabel("time (a schematic: one unit = one layer's backward)")
+    ax.set_title(f"One DDP step: gradients in {buckets} buckets, all-reduced during the backward pass (top) "
+                 "or after it (bottom)", fontsize=9)
+    ax.set_xlim(0, later + 0.5)
+    fig.tight_layout()
+    return fig

@@ -349,11 +349,14 @@ def heatmaps(photos: dict, maps: dict, titles: dict | None = None, ncols: int = 
     return fig
 
 
-def show_heatmap(ax, image: Tensor, heat: Tensor, title: str = "") -> None:
-    """A prepared image (C, H, W) with a heat map in [0, 1] stretched over it, on ``ax``."""
+def show_heatmap(ax, image: Tensor, heat: Tensor, title: str = "", vmax: float | None = None) -> None:
+    """A prepared image (C, H, W) with a heat map stretched over it, on ``ax``: its colours span the
+    map's own range, or 0 to ``vmax`` (one scale for several maps, so that they compare)."""
     _show(ax, image)
     h, w = image.shape[-2:]
-    ax.imshow(heat.detach().cpu().numpy(), cmap="jet", alpha=0.45, extent=(0, w, h, 0), interpolation="bilinear")
+    scale = {} if vmax is None else {"vmin": 0.0, "vmax": vmax}
+    ax.imshow(heat.detach().cpu().numpy(), cmap="jet", alpha=0.45, extent=(0, w, h, 0), interpolation="bilinear",
+              **scale)
     ax.set_title(title, fontsize=9)
 
 

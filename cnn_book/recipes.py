@@ -34,9 +34,10 @@ DATASETS = {
     "kjv_chars": ((64,), 63, 58_067, "language_model"),  # the King James Bible's characters, windows of 64
     "kjv_masked": ((64,), 4096, 14_249, "language_model"),  # WordPiece blocks of 64, masked (BERT's rule)
     "kjv_sections": ((64,), 6, 27_961, "classification"),  # a verse (WordPiece, padded) -> its part of the canon
+    "reversal": ((20,), 11, 20_000, "language_model"),  # text.reversal_data(): 10 symbols, then 10 decoder inputs
 }
 # Text sets: the sequence length comes from the model's options (GPT's block_size, BERT's max_len).
-TEXT = {"kjv_chars", "kjv_masked", "kjv_sections"}
+TEXT = {"kjv_chars", "kjv_masked", "kjv_sections", "reversal"}
 
 
 def _imagenet_view(data, recipe):
@@ -92,10 +93,15 @@ class Recipe:
     init: str | None = None  # None: PyTorch's default; "xavier_uniform" for conv and linear weights (d2l's)
     lr_scale: dict | None = None  # other rates by layer-name prefix, {"features": 0.1} (fine-tuning)
     grad_clip: float | None = None  # the gradients' global norm clipped to this (the Transformers' custom)
+    decay: str = "all"  # weight decay on "all" parameters, or on the weight "matrices" only (the Transformers')
+    eval_every: int | None = None  # held-out loss every so many steps (nanoGPT's estimate_loss)
+    keep_best: bool = False  # end with the weights of the best of those evaluations
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        if self.data in TEXT:  # (T,): token ids
+        if self.data in TEXT:  # (T,): token ids; an encoder-decoder's rows hold its source and its decoder's input
+            if self.options.get("source_len"):
+                return (2 * self.options["source_len"],)
             return (self.options.get("block_size") or self.options.get("max_len") or DATASETS[self.data][0][0],)
         c, h, w = DATASETS[self.data][0]
         return (c, self.size, self.size) if self.size else (c, h + 2 * self.pad, w + 2 * self.pad)
@@ -114,7 +120,8 @@ class Recipe:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "optimizer": self.optimizer, "lr": self.lr,
                 "weight_decay": self.weight_decay, "augment": self.augment, "loss": self.loss,
                 "log_every": self.log_every, "momentum": self.momentum, "schedule": self.schedule,
-                "lr_scale": self.lr_scale, "grad_clip": self.grad_clip}
+                "lr_scale": self.lr_scale, "grad_clip": self.grad_clip, "decay": self.decay,
+                "eval_every": self.eval_every, "keep_best": self.keep_best}
 
     def build(self, **options) -> nn.Module:
         """The model, with the recipe's options (``options`` override them: a chapter's sweeps)."""
@@ -150,9 +157,12 @@ class Recipe:
         how = fold(f"  {self.epochs} epochs, batch {self.batch_size}, "
                 f"{'plain sgd' if self.optimizer == 'sgd' and not self.momentum else self.optimizer} lr {self.lr:g}"
                 f"{' constant' if self.schedule == 'constant' else ''} wd {self.weight_decay:g}"
+                f"{' (matrices only)' if self.decay == 'matrices' and self.weight_decay else ''}"
                 f"{', augmented' if self.augment else ''}{f', {self.init} init' if self.init else ''}"
                 f"{f', loss {self.loss}' if self.loss else ''}"
-                f"{''.join(f', {k} at {v:g} x lr' for k, v in (self.lr_scale or {}).items())}")
+                f"{''.join(f', {k} at {v:g} x lr' for k, v in (self.lr_scale or {}).items())}"
+                f"{f', held-out loss every {self.eval_every} steps' if self.eval_every else ''}"
+                f"{' (best kept)' if self.keep_best else ''}")
         return f"{what}\n{how}"
 
 
@@ -240,15 +250,24 @@ RECIPES: dict[str, dict[str, Recipe]] = {
     # 13: a small ViT (4x4 patches, 6 blocks, width 128, 4 heads; 805 k parameters), AdamW with ViT's usual
     # weight decay, 0.05. On the book's CPU its 2 epochs take about as long as the 4 of the "resnet18" recipe
     # (701 k parameters), which the chapter compares it with; on a GPU it trains for 50.
-    "vit": _gpu(Recipe("vit", {"num_classes": 10, "in_channels": 1}, epochs=2, lr=1e-3, weight_decay=0.05),
+    "vit": _gpu(Recipe("vit", {"num_classes": 10, "in_channels": 1}, epochs=2, lr=1e-3, weight_decay=0.05,
+                       decay="matrices"),
                 epochs=50, batch_size=256),
+    # 13: the encoder-decoder Transformer (post-norm, shared embeddings) reversing 10 symbols: 2 layers of
+    # each, width 64, 4 heads; AdamW with warm-up (one-cycle), decay on the matrices, clipped gradients
+    "transformer_reverse": _gpu(Recipe("transformer", {"vocab_size": 11, "d_model": 64, "num_heads": 4,
+                                                       "d_ff": 256, "num_layers": 2, "dropout": 0.1,
+                                                       "source_len": 10, "max_len": 16},
+                                       data="reversal", epochs=3, batch_size=128, lr=3e-3, weight_decay=0.01,
+                                       augment=False, grad_clip=1.0, decay="matrices")),  # the same on both
     # 14: GPT on the King James Bible's characters. The CPU recipe is nanoGPT's (4 layers, 4 heads, width 128,
     # 64 characters of context, no dropout), one pass over the training text; the GPU one nanoGPT's
     # shakespeare_char (6 layers, 6 heads, width 384, 256 characters, dropout 0.2). AdamW with GPT's weight
-    # decay 0.1 (nanoGPT decays only the matrices; here all parameters, fit's one rule), gradients clipped at 1.
+    # decay 0.1 on the weight matrices and embeddings only (nanoGPT's rule), gradients clipped at 1.
     "gpt_char": _gpu(Recipe("gpt2", {"vocab_size": 63, "block_size": 64, "num_layers": 4, "num_heads": 4,
                                      "hidden_dim": 128}, data="kjv_chars", epochs=1, batch_size=32, lr=1e-3,
-                            weight_decay=0.1, augment=False, log_every=50, grad_clip=1.0),
+                            weight_decay=0.1, augment=False, log_every=50, grad_clip=1.0, decay="matrices",
+                            eval_every=200, keep_best=True),
                      options={"block_size": 256, "num_layers": 6, "num_heads": 6, "hidden_dim": 384, "dropout": 0.2},
                      epochs=10, batch_size=64),
     # 15: a small BERT pre-trained on WordPiece blocks of the same text (masked tokens only), then fine-tuned

@@ -241,6 +241,28 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 4096, lowercase: boo
     return tok
 
 
+def train_byte_bpe(texts: Iterable[str], vocab_size: int = 1024):
+    """A byte-level BPE tokenizer as GPT-2's (Radford et al., 2019, section 2.2), trained on
+    ``texts`` with the ``tokenizers`` library: the 256 bytes are the first tokens, so any text can
+    be encoded (nothing is unknown), and merges of frequent pairs make the rest, up to
+    ``vocab_size``. Words are split before merging (GPT-2's pre-tokeniser: a space belongs to the
+    word after it), and ``decode(encode(text)) == text``. GPT-2's own vocabulary is 50,257 tokens."""
+    try:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    except ImportError as e:
+        raise ImportError("training a BPE vocabulary needs the tokenizers library: pip install tokenizers") from e
+    if vocab_size < 257:
+        raise ValueError(f"a byte-level BPE holds the 256 bytes and at least one merge: vocab_size >= 257, "
+                         f"got {vocab_size}")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(list(texts), trainer)
+    return tok
+
+
 # ---------------------------------------------------------------------------------------------
 # Token tensors for fit
 # ---------------------------------------------------------------------------------------------
@@ -357,6 +379,21 @@ def causal_lm_data(train_ids: Sequence[int] | Tensor, test_ids: Sequence[int] | 
 
     (tx, ty), (vx, vy) = windows(train_ids), windows(test_ids)
     return TokenData(name, tx, ty, vx, vy, vocab_size)
+
+
+def reversal_data(n_train: int = 20_000, n_test: int = 2_000, length: int = 10, symbols: int = 10,
+                  seed: int = 0) -> TokenData:
+    """A sequence-to-sequence task a CPU learns in minutes (the Annotated Transformer's copy task,
+    turned round so that the alignment is an anti-diagonal): the source is ``length`` random
+    symbols 0 .. ``symbols`` - 1, the target the same symbols in reverse order. Each row of x holds
+    the source, then the decoder's input: a start token (id ``symbols``) and the target without its
+    last token (teacher forcing); y is the target. ``vocab_size`` = ``symbols`` + 1."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, symbols, (n_train + n_test, length), generator=g)
+    tgt = src.flip(1)
+    start = torch.full((len(src), 1), symbols)
+    x = torch.cat([src, start, tgt[:, :-1]], 1)  # (N, 2 * length)
+    return TokenData("reversal", x[:n_train], tgt[:n_train], x[n_train:], tgt[n_train:], symbols + 1)
 
 
 def pack(sequences: Iterable[Sequence[int]], length: int, cls_id: int, sep_id: int) -> Tensor:

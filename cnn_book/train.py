@@ -31,12 +31,14 @@ from tqdm.auto import tqdm
 from .data import ImageData
 from .device import PRECISIONS, Precision, default_device, describe_device, precision_for
 from .distributed import Group, World
+from .optim import make_optimizer, param_groups  # train.param_groups: the name the chapters use
+from .schedules import scheduler
 from .settings import progress_bars, quick_mode
 from .tasks import SegmentationScores, Task, dense_targets, dice_loss, get_task, main_output
 
 __all__ = ["fit", "evaluate", "predict", "segmentation_scores", "precision_for", "Precision", "History",
            "check_setup", "default_device", "describe_device", "quick_mode", "dense_targets", "dice_loss",
-           "SegmentationScores"]
+           "SegmentationScores", "param_groups"]
 
 QUICK_EPOCHS = 2
 QUICK_TRAIN_IMAGES = 1024
@@ -68,6 +70,9 @@ class History:
     skipped_steps: int = 0  # fp16: steps the GradScaler skipped because a gradient overflowed
     processes: int = 1  # under torchrun: how many trained together (train_images counts all of theirs)
     stopped: str | None = None  # why training stopped early: the loss stopped being a number
+    eval_steps: list[int] = field(default_factory=list)  # fit(eval_every=...): the steps held-out loss was taken
+    eval_loss: list[float] = field(default_factory=list)  # ... and that loss (the first eval_limit test items)
+    best_step: int | None = None  # fit(keep_best=True): the step whose weights the model kept
 
     def __getitem__(self, name: str) -> list[float]:
         if name not in self.curves:
@@ -213,36 +218,6 @@ def predict(model: nn.Module, data: ImageData, split: str = "test", batch_size: 
     return torch.cat(preds), torch.cat(targets)
 
 
-def param_groups(model: nn.Module, lr: float, lr_scale: dict[str, float] | None = None) -> list[dict]:
-    """The trainable parameters in groups with their learning rates: ``lr`` times the scale of the
-    first prefix of ``lr_scale`` that names the parameter's module, ``lr`` for the rest."""
-    scales = dict(lr_scale or {})
-    for prefix, scale in scales.items():
-        if not scale > 0:
-            raise ValueError(f"lr_scale[{prefix!r}] must be positive, got {scale!r} (freeze layers instead)")
-    groups: dict[str, list] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            key = next((k for k in scales if name == k or name.startswith(k + ".")), "")
-            groups.setdefault(key, []).append(p)
-    unused = [k for k in scales if k not in groups]
-    if unused:
-        raise ValueError(f"lr_scale names {unused[0]!r}, which holds no trainable parameter of "
-                         f"{type(model).__name__}; its top-level parts are "
-                         f"{', '.join(n for n, _ in model.named_children())}")
-    if not groups:
-        raise ValueError("every parameter of the model is frozen: there is nothing to train")
-    return [{"params": ps, "lr": lr * scales.get(k, 1.0)} for k, ps in groups.items()]
-
-
-def _optimizer(name: str, params, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
-    if name == "sgd":  # Nesterov momentum; momentum=0 is plain SGD (d2l's setting)
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {name!r}")
-
-
 @torch.no_grad()
 def check_setup(model: nn.Module, data: ImageData, task: Task, *, epochs: int = 1, batch_size: int = 1,
                 lr: float = 1e-3, precision: Precision = PRECISIONS["fp32"], grad_clip: float | None = None) -> None:
@@ -298,15 +273,6 @@ def _schedule(sched, skipped: bool) -> None:
     with warnings.catch_warnings():  # OneCycleLR warns that the optimiser did not step: the scaler skipped it
         warnings.simplefilter("ignore", UserWarning)
         sched.step()
-
-
-def _scheduler(schedule: str, opt: torch.optim.Optimizer, total_steps: int):
-    if schedule == "one-cycle":  # warm-up to each group's rate, then annealing to almost 0
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
-                                                   total_steps=total_steps)
-    if schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    raise ValueError(f"schedule must be 'one-cycle' or 'constant', got {schedule!r}")
 
 
 def _unused_parameters(model: nn.Module, data, task: Task, precision: Precision) -> list[str]:
@@ -381,6 +347,21 @@ def _opening(data, n_train: int, n_test: int, epochs: int, hist: History, batch_
     return lines
 
 
+def _held_out(model: nn.Module, data, task: Task, prec: Precision, group: Group, limit: int, step: int,
+              hist: History, best: tuple | None, keep: bool) -> tuple | None:
+    """nanoGPT's estimate_loss: the loss on the first ``limit`` held-out items at ``step``, kept in
+    the history and printed; returns the best (loss, step, weights) so far when ``keep``."""
+    loss = evaluate(model, data, "test", limit=limit, task=task, precision=prec.name, group=group)["loss"]
+    model.train()
+    hist.eval_steps.append(step)
+    hist.eval_loss.append(loss)
+    recent = hist.step_curves.get("loss", [float("nan")])[-1]
+    group.say(f"step {step:5d}: training loss {recent:.3f} (last window), held-out loss {loss:.3f}")
+    if keep and (best is None or loss < best[0]):
+        best = (loss, step, copy.deepcopy(model.state_dict()))
+    return best
+
+
 def _summary(hist: History, data, task: Task, test: dict[str, float]) -> str:
     """The line ``fit`` prints last: where, how fast, and the task's figures."""
     return (f"Done: device {hist.device} | precision {hist.precision} | wall time {hist.wall_seconds:.1f} s | "
@@ -392,12 +373,17 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
         augment: bool = False, loss: str | None = None, task: Task | None = None, precision: str | None = None,
         grad_clip: float | None = None, device: torch.device | str | None = None, seed: int = 0,
         progress: bool | None = None, log_every: int = 20, momentum: float = 0.9,
-        schedule: str = "one-cycle", lr_scale: dict[str, float] | None = None) -> History:
+        schedule: str = "one-cycle", lr_scale: dict[str, float] | None = None, decay: str = "all",
+        eval_every: int | None = None, eval_limit: int = 256, keep_best: bool = False) -> History:
     """Train ``model`` on ``data``; return the ``History``. Prints one line per epoch and a summary.
 
     ``optimizer``: "adamw", or "sgd" with Nesterov ``momentum`` (0: plain SGD). ``schedule``:
     "one-cycle" (warm-up to ``lr``, then annealing to almost 0) or "constant". ``lr_scale``: rates
-    by name prefix, ``{"features": 0.1}`` (fine-tuning); frozen parameters are left out.
+    by name prefix, ``{"features": 0.1}`` (fine-tuning); frozen parameters are left out. ``decay``:
+    ``weight_decay`` on "all" parameters or on the "matrices" only (``param_groups``). ``eval_every``:
+    the loss on the first ``eval_limit`` held-out items every so many steps (nanoGPT's
+    estimate_loss; ``History.eval_steps``, ``eval_loss``); ``keep_best``: the model ends with the
+    weights of the best of those evaluations (``History.best_step``), not the last step's.
     ``task``: the loss and metrics; by default the one ``data.task`` names, built with ``loss``
     ("cross_entropy+dice", ...) and ``label_smoothing``. ``precision``: "fp32", "bf16" or "fp16"
     (GradScaler); by default ``precision_for(device)``. ``grad_clip``: the gradients' global norm
@@ -422,8 +408,8 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
 
     torch.manual_seed(seed + group.rank)  # dropout differs between processes, as their data do
     gen = torch.Generator().manual_seed(seed)  # the shuffle and augmentation: the same in every process
-    opt = _optimizer(optimizer, param_groups(model, lr, lr_scale), lr, weight_decay, momentum)
-    sched = _scheduler(schedule, opt, epochs * steps_per_epoch)
+    opt = make_optimizer(optimizer, param_groups(model, lr, lr_scale, weight_decay, decay), lr, weight_decay, momentum)
+    sched = scheduler(schedule, opt, epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=prec.scaled)
     hist = History(model=getattr(model, "name", None) or type(model).__name__, task=task.name,
                    device=group.describe(), precision=prec.name, quick=quick_mode(),
@@ -432,7 +418,12 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
     group.say(*_opening(data, n_train, n_test, epochs, hist, batch_size, optimizer, momentum, lr, schedule,
                         augment, group, find_unused))
 
-    start, step, stop = time.perf_counter(), 0, None
+    if eval_every is not None and not (isinstance(eval_every, int) and eval_every >= 1 and eval_limit >= 1):
+        raise ValueError(f"eval_every and eval_limit must be whole numbers of at least 1, got {eval_every!r} "
+                         f"and {eval_limit!r}")
+    if keep_best and not eval_every:
+        raise ValueError("keep_best=True keeps the best of the held-out evaluations: give eval_every too")
+    start, step, stop, best = time.perf_counter(), 0, None, None
     for epoch in range(1, epochs + 1):
         model.train()
         t0, seen, counted, losses, sums, window, pending = time.perf_counter(), 0, 0, {}, {}, {}, []
@@ -447,6 +438,8 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
             _schedule(sched, skipped)
             step, seen, hist.skipped_steps = step + 1, seen + len(x), hist.skipped_steps + skipped
             bar.update()
+            if eval_every and step % eval_every == 0:
+                best = _held_out(model, data, task, prec, group, eval_limit, step, hist, best, keep_best)
             if skipped:  # fp16: a step the scaler skipped (its loss overflowed) stays out of the curves
                 continue
             scores, counted = task.score(out, y), counted + len(x)
@@ -478,6 +471,11 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
             break
     hist.wall_seconds = time.perf_counter() - start
     group.say(_summary(hist, data, task, test))
+    if best is not None:  # the figures above are the last step's; the model keeps the best weights
+        model.load_state_dict(best[2])
+        hist.best_step = best[1]
+        group.say(f"kept the weights of step {best[1]} (held-out loss {best[0]:.3f}); the figures above are "
+                  "the last step's")
     return hist
 
 

@@ -52,3 +52,20 @@ def test_fit_on_batches_made_beforehand_is_fit_without_its_data_path(bench, smal
         weights.append([p.detach().clone() for p in model.parameters()])
     assert bench.same_weights(*weights)
     assert len(bench.prepared(small_fmnist, 128).prepared) == 8  # 1,024 images in batches of 128
+
+
+def test_reference_ratios_time_both_models_of_each_pair_and_divide(bench, monkeypatch):
+    """The structure of the Benchmarks page's third table, on two small stand-ins (the real pairs,
+    BERT-base, GPT-2 small and ViT-B/16 on the same weights, are proved equal by their own tests and
+    timed by `make bench`): each pair's medians and their ratio."""
+    import torch
+    from torch import nn
+
+    small, large = nn.Linear(8, 8), nn.Sequential(*[nn.Linear(8, 8) for _ in range(20)])
+    x = (torch.randn(4, 8),)
+    monkeypatch.setattr(bench, "_reference_pairs", lambda: iter([("pair", small, large, x, lambda o: o,
+                                                                  lambda o: o)]))
+    out = bench.reference_ratios(repeats=3)
+    row = out["pair"]
+    assert set(row) == {"ours_ms", "reference_ms", "ratio"} and row["ours_ms"] > 0
+    assert 0 < row["ratio"] < 1  # one layer against twenty: the first of the pair is the faster

@@ -527,3 +527,30 @@ def test_quick_mode_trains_and_tests_detection_on_512_canvases(fmnist, monkeypat
     hist = train.fit(model, data, epochs=1, batch_size=64, lr=1e-3, device="cpu")
     assert data.quick_limit == 512 and hist.train_images == 512
     assert "on 512 training images, tested on 500" in capsys.readouterr().out.replace("\n  ", " ")  # folded lines
+
+
+def test_the_error_breakdown_sorts_hand_made_detections_as_the_yolo_paper_does():
+    from cnn_book.models.yolo import ERRORS, error_breakdown
+
+    box = lambda x0, y0, x1, y1: [float(x0), float(y0), float(x1), float(y1)]  # noqa: E731
+    targets = [{"boxes": torch.tensor([box(0, 0, 10, 10), box(20, 20, 30, 30)]), "labels": torch.tensor([0, 2])},
+               {"boxes": torch.tensor([box(0, 0, 10, 10)]), "labels": torch.tensor([1])}]
+    preds = [
+        {"boxes": torch.tensor([box(0, 0, 10, 10),    # class 0 on its object: correct
+                                box(0, 0, 10, 10),    # class 0 again, the same object: localization (a duplicate)
+                                box(20, 20, 30, 30),  # class 1 on a class-2 object, 1 and 2 similar: similar
+                                box(50, 50, 60, 60)]),  # class 2 on nothing: background
+         "scores": torch.tensor([0.9, 0.8, 0.7, 0.6]), "labels": torch.tensor([0, 0, 1, 2])},
+        {"boxes": torch.tensor([box(0, 0, 10, 10), box(4, 4, 12, 12)]),  # class 0 on a class-1 object: other
+         "scores": torch.tensor([0.95, 0.5]), "labels": torch.tensor([0, 1])},  # class 1, IoU 0.3: localization
+    ]
+    counts = error_breakdown(preds, targets, num_classes=3, similar=[{1, 2}])
+    # class 0 has 1 object: only its top detection (0.95, image 1 on the class-1 object) counts -> other
+    # class 1 has 1 object: its top detection, 0.7 (image 0, on the class-2 object) -> similar
+    # class 2 has 1 object: its only detection, 0.6 on nothing -> background
+    assert counts == {"correct": 0, "localization": 0, "similar": 1, "other": 1, "background": 1}
+    assert list(counts) == list(ERRORS)
+    preds[1]["scores"] = torch.tensor([0.1, 0.99])  # now class 1's top is image 1's: IoU 0.32 -> localization
+    targets[0]["labels"] = torch.tensor([0, 0])  # class 0 has 2 objects: its two best detections count
+    counts = error_breakdown(preds, targets, num_classes=3, similar=[{1, 2}])
+    assert counts["correct"] == 1 and counts["localization"] == 2  # the duplicate, and class 1's

@@ -187,3 +187,16 @@ def test_without_the_graphviz_program_the_diagram_says_what_to_install(monkeypat
     assert "image/svg+xml" not in bundle
     assert "graphviz program" in bundle["text/plain"] and "apt-get install graphviz" in bundle["text/plain"]
     assert "LeNet-5, 10 boxes" in bundle["text/plain"]
+
+
+def test_the_ddp_timeline_overlaps_the_all_reduce_with_the_backward_pass():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from cnn_book.diagram import ddp_timeline
+
+    fig = ddp_timeline(layers=8, buckets=3, comm=1.6)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 2 * 8 + 2 * 3  # two backward passes, two sets of bucket all-reduces
+    ends = sorted(line.get_xdata()[0] for line in ax.lines)  # the step can end: with overlap, without
+    assert ends == pytest.approx([8 + 1.6, 8 + 3 * 1.6])  # only the last bucket waits after the backward

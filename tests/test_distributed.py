@@ -185,3 +185,36 @@ def test_the_command_line_loads_each_kind_of_recipe_s_data():
     verses = recipes.load_data(recipes.get("bert_finetune", "cpu"))
     assert verses.task == "classification" and verses.classes == list(text.SECTIONS)
     assert len(verses.train_x) == recipes.DATASETS["kjv_sections"][2]
+
+
+def test_the_chapter_s_hand_written_ddp_loop_matches_one_process_and_its_checkpoint(tmp_path):
+    """Chapter 16's data-parallel loop, written by hand (init_process_group, DistributedSampler
+    with set_epoch, DDP, accumulation under no_sync, a rank-0 checkpoint behind a barrier), taken
+    from the chapter's %%writefile cell and run with two gloo processes: both load the checkpoint,
+    and the weights equal one process's with the combined batch and fit's under torchrun, to
+    float32 rounding."""
+    nb = json.loads((ROOT / "chapters" / "16_distributed.ipynb").read_text())
+    cell = next("".join(c["source"]) for c in nb["cells"]
+                if c["cell_type"] == "code" and "".join(c["source"]).startswith("%%writefile"))
+    script = tmp_path / "ddp_by_hand.py"
+    script.write_text(cell.split("\n", 1)[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CNN_BOOK_PROGRESS": "0",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    done = subprocess.run([*two, str(script), str(tmp_path), "hand"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("equal to my weights: True") == 2
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), "one"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run([*two, str(script), str(tmp_path), "fit"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    hand, alone, with_fit = (torch.load(tmp_path / f"{n}.pt") for n in ("hand", "one", "fit"))
+    torch.manual_seed(0)
+    start = get_model("lenet5").state_dict()
+    moved = max((hand[k] - start[k]).abs().max().item() for k in hand)
+    assert moved > 0.05  # it trained
+    assert max((hand[k] - alone[k]).abs().max().item() for k in hand) < 1e-5
+    assert max((hand[k] - with_fit[k]).abs().max().item() for k in hand) < 1e-5  # fit under torchrun

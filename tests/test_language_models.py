@@ -314,3 +314,49 @@ def test_the_wordpiece_vocabulary_is_the_same_in_every_run():
     enc = tok.encode("darkness upon the deep", add_special_tokens=False)
     assert tok.decode(enc.ids) == "darkness upon the deep"
     assert all(i >= 5 for i in enc.ids)  # no [UNK]: every letter has its pieces
+
+
+@pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 1.0, "top_k": 10}, {"temperature": 0.8}])
+def test_generate_with_the_kv_cache_gives_the_same_tokens(sampling):
+    """The cache changes the cost, not the text: greedy and seeded sampling give the same tokens
+    with and without it, through the window's end (block_size 16, 40 tokens: the window slides)."""
+    from cnn_book.models.gpt import GPT
+
+    torch.manual_seed(0)
+    model = GPT(vocab_size=50, block_size=16, num_layers=2, num_heads=2, hidden_dim=32)
+    prompt = torch.randint(0, 50, (3, 4))
+    runs = [model.generate(prompt, 40, generator=torch.Generator().manual_seed(7), use_cache=cache, **sampling)
+            for cache in (True, False)]
+    assert runs[0].shape == (3, 44) and torch.equal(runs[0], runs[1])
+
+
+def test_the_kv_cache_gives_the_full_forward_s_logits_token_by_token():
+    from cnn_book.models.gpt import GPT
+    from cnn_book.models.transformer import KVCache
+
+    torch.manual_seed(0)
+    model = GPT(vocab_size=50, block_size=16, num_layers=3, num_heads=4, hidden_dim=32).eval()
+    idx = torch.randint(0, 50, (2, 12))
+    full = model(idx)
+    cache = KVCache(3)
+    steps = [model(idx[:, :5], kv_cache=cache)]  # a prompt of 5, then one token at a time
+    steps += [model(idx[:, t:t + 1], kv_cache=cache) for t in range(5, 12)]
+    assert cache.length == 12 and cache.layers[0]["k"].shape == (2, 4, 12, 8)
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="positions for 16 tokens"):
+        model(torch.zeros(2, 5, dtype=torch.long), kv_cache=cache)  # 12 + 5 > block_size
+
+
+def test_a_byte_level_bpe_round_trips_any_text_and_shortens_it():
+    texts = ["In the beginning God created the heaven and the earth.",
+             "And the earth was without form, and void; and darkness was upon the face of the deep."] * 20
+    bpe = text.train_byte_bpe(texts, vocab_size=300)
+    again = text.train_byte_bpe(texts, vocab_size=300)
+    assert bpe.get_vocab() == again.get_vocab()  # the same texts, the same vocabulary
+    assert 256 < bpe.get_vocab_size() <= 300
+    for s in (texts[1], "Zebra ümlaut 日本 \\n\\t!", ""):  # unseen characters: bytes, never unknown
+        ids = bpe.encode(s).ids
+        assert bpe.decode(ids) == s and all(0 <= i < bpe.get_vocab_size() for i in ids)
+    assert len(bpe.encode(texts[1]).ids) < len(texts[1]) / 2  # merges: fewer tokens than characters
+    with pytest.raises(ValueError, match="vocab_size >= 257"):
+        text.train_byte_bpe(texts, vocab_size=100)

@@ -451,3 +451,67 @@ def test_a_recipe_prints_in_lines_that_fit_the_column():
         for kind in ("cpu", "gpu"):
             text = str(recipes.RECIPES[name][kind])
             assert max(map(len, text.splitlines())) <= settings.COLUMN, text
+
+
+def test_weight_decay_on_matrices_only_spares_biases_norms_and_what_the_model_names():
+    """nanoGPT's rule for the Transformer recipes: weight decay on the tensors of two or more
+    dimensions (linear and embedding weights; GPT's tied head counted once), none on biases and
+    layer norms, nor on a ViT's class token and position embeddings (its no_weight_decay)."""
+    from cnn_book import recipes
+
+    gpt = get_model("gpt2", vocab_size=50, block_size=16, num_layers=2, num_heads=2, hidden_dim=32)
+    groups = train.param_groups(gpt, 1e-3, weight_decay=0.1, decay="matrices")
+    decayed = {id(p) for g in groups if g["weight_decay"] == 0.1 for p in g["params"]}
+    for name, p in gpt.named_parameters():
+        assert (id(p) in decayed) == (p.dim() >= 2), name
+    assert sum(len(g["params"]) for g in groups) == len(list(gpt.parameters()))  # each once, the tied one too
+    everything = train.param_groups(gpt, 1e-3, weight_decay=0.1)
+    assert [g["weight_decay"] for g in everything] == [0.1]  # decay="all": one group, as before
+    vit = get_model("vit", num_classes=10, in_channels=1)
+    spared = {n for g in train.param_groups(vit, 1e-3, weight_decay=0.05, decay="matrices")
+              if g["weight_decay"] == 0 for n, p in vit.named_parameters() if any(p is q for q in g["params"])}
+    assert {"class_token", "encoder.pos_embedding", "conv_proj.bias", "encoder.ln.weight"} <= spared
+    assert "conv_proj.weight" not in spared and "heads.head.weight" not in spared
+    for name in ("vit", "gpt_char", "transformer_reverse"):  # BERT's recipes: with chapter 15's next run
+        assert recipes.RECIPES[name]["cpu"].decay == recipes.RECIPES[name]["gpu"].decay == "matrices"
+    # fit builds its optimiser from these groups: a scale on one part keeps both kinds of group
+    groups = train.param_groups(gpt, 1e-3, {"transformer.h": 0.1}, weight_decay=0.1, decay="matrices")
+    assert sorted((g["lr"], g["weight_decay"]) for g in groups) == [(1e-4, 0.0), (1e-4, 0.1), (1e-3, 0.0),
+                                                                  (1e-3, 0.1)]
+    with pytest.raises(ValueError, match="decay must be 'all' or 'matrices'"):
+        train.param_groups(gpt, 1e-3, decay="some")
+
+
+def test_the_schedules_fit_uses_and_the_transformer_paper_s():
+    from cnn_book import schedules
+
+    rates = schedules.learning_rates("one-cycle", 1e-3, 100)
+    assert len(rates) == 100 and rates[0] == pytest.approx(1e-3 / 25)  # OneCycleLR's start: lr / 25
+    assert max(rates) == pytest.approx(1e-3) and 25 <= rates.index(max(rates)) <= 35  # the peak at 30 %
+    assert rates[-1] < 1e-5  # annealed to almost 0
+    assert schedules.learning_rates("constant", 1e-3, 5) == [1e-3] * 5
+    paper = [schedules.transformer_rate(s) for s in range(1, 20_001)]
+    assert paper.index(max(paper)) == 3999  # step 4000: the end of the warm-up
+    assert max(paper) == pytest.approx(schedules.peak_transformer_rate()) == pytest.approx((512 * 4000) ** -0.5)
+    assert paper[-1] == pytest.approx(512 ** -0.5 * 20_000 ** -0.5)  # then the inverse square root of the step
+    with pytest.raises(ValueError, match="schedule must be 'one-cycle' or 'constant'"):
+        schedules.learning_rates("cosine", 1e-3, 10)
+
+
+def test_held_out_loss_every_few_steps_and_the_best_weights_kept(small_fmnist, capsys):
+    """nanoGPT's estimate_loss and best checkpoint, through fit: the held-out loss every 4 steps,
+    printed and kept in the history, and the model left with the weights of the best evaluation."""
+    torch.manual_seed(0)
+    model = get_model("lenet5")
+    hist = train.fit(model, small_fmnist, epochs=2, batch_size=64, lr=3e-3, device="cpu", eval_every=4,
+                     eval_limit=128, keep_best=True)
+    steps = 2 * math.ceil(1024 / 64)
+    assert hist.eval_steps == list(range(4, steps + 1, 4)) and len(hist.eval_loss) == len(hist.eval_steps)
+    best = hist.eval_steps[hist.eval_loss.index(min(hist.eval_loss))]
+    assert hist.best_step == best
+    again = train.evaluate(model, small_fmnist, limit=128)["loss"]
+    assert again == pytest.approx(min(hist.eval_loss), rel=1e-5)  # the kept weights are the best ones
+    out = capsys.readouterr().out
+    assert f"kept the weights of step {best}" in out and out.count("held-out loss") >= len(hist.eval_steps)
+    with pytest.raises(ValueError, match="keep_best=True keeps the best"):
+        train.fit(get_model("lenet5"), small_fmnist, epochs=1, device="cpu", keep_best=True)

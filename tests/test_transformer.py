@@ -214,3 +214,63 @@ def test_a_small_vit_trains_through_fit(small_fmnist):
     model = get_model("vit", num_layers=2, hidden_dim=32, mlp_dim=64)  # 28x28 grey, 4x4 patches
     hist = train.fit(model, small_fmnist, epochs=2, batch_size=64, lr=2e-3, device="cpu")
     assert hist["train_loss"][-1] < hist["train_loss"][0] and hist["test_acc"][-1] > 0.3  # chance is 0.1
+
+
+def test_a_query_with_no_key_left_gets_zeros_or_nan_by_the_path_it_takes():
+    """Chapter 13's sentence, as torch 2.14 behaves: nn.MultiheadAttention gives a fully masked
+    query zeros on the fused path (training, no weights asked for) and NaN with need_weights=True
+    or on its evaluation fast path; F.scaled_dot_product_attention gives zeros; a hand-written
+    softmax NaN. The book's MultiheadAttention: zeros without weights, NaN with them."""
+    from cnn_book.models.transformer import MultiheadAttention
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 8)
+    padding = torch.zeros(2, 4, dtype=torch.bool)
+    padding[1] = True  # every key of the second sequence hidden
+    reference = nn.MultiheadAttention(8, 2, batch_first=True)
+    ours = MultiheadAttention(8, 2)
+
+    def nan(m, train, need_weights):
+        m.train(train)
+        with torch.set_grad_enabled(train):
+            out, _ = m(x, x, x, key_padding_mask=padding, need_weights=need_weights)
+        assert not out[0].isnan().any()  # the sequence with keys is never touched
+        return bool(out[1].isnan().all()), bool((out[1] == out[1].flatten()[0]).all())
+
+    assert nan(reference, True, False) == (False, True)  # finite: the same value everywhere (the bias)
+    assert nan(reference, True, True)[0] and nan(reference, False, False)[0] and nan(reference, False, True)[0]
+    assert nan(ours, True, False)[0] is False and nan(ours, False, False)[0] is False
+    assert nan(ours, True, True)[0] and nan(ours, False, True)[0]
+    q = torch.randn(1, 1, 3, 4)
+    none = torch.zeros(1, 1, 3, 3, dtype=torch.bool)
+    assert (F.scaled_dot_product_attention(q, q, q, attn_mask=none) == 0).all()
+    assert (q @ q.transpose(-2, -1)).masked_fill(~none, float("-inf")).softmax(-1).isnan().all()
+
+
+def test_the_reversal_task_feeds_the_encoder_decoder_through_fit_s_one_tensor():
+    """text.reversal_data packs the source and the decoder's input into one row; the Transformer
+    built with source_len splits it, gives the same logits as (src, tgt), and decodes greedily."""
+    from cnn_book import recipes, text
+    from cnn_book.models import get_model
+
+    data = text.reversal_data(n_train=8, n_test=4, length=5, symbols=7, seed=1)
+    x, y = data.train_x, data.train_y
+    assert x.shape == (8, 10) and y.shape == (8, 5) and data.vocab_size == 8
+    assert torch.equal(y, x[:, :5].flip(1))  # the target is the source reversed
+    assert (x[:, 5] == 7).all() and torch.equal(x[:, 6:], y[:, :-1])  # start token, then the target shifted
+    torch.manual_seed(0)
+    model = get_model("transformer", vocab_size=8, d_model=16, num_heads=2, d_ff=32, num_layers=2,
+                      dropout=0.0, source_len=5, max_len=8).eval()
+    assert model.input_shape == (10,) and model.input_dtype == torch.long
+    with torch.no_grad():
+        packed, apart = model(x), model(x[:, :5], x[:, 5:])
+    assert packed.shape == (8, 5, 8) and torch.equal(packed, apart)
+    # greedy decoding, step by step, is what the teacher-forced pass gives when fed its own outputs
+    out = model.greedy_decode(x[:, :5], 5, start=7)
+    with torch.no_grad():
+        again = model(x[:, :5], torch.cat([torch.full((8, 1), 7), out[:, :-1]], 1)).argmax(-1)
+    assert out.shape == (8, 5) and torch.equal(out, again)
+    r = recipes.RECIPES["transformer_reverse"]["cpu"]
+    assert r.input_shape == (20,) and r.task == "language_model" and r.decay == "matrices"
+    with pytest.raises(ValueError, match="source_len"):
+        get_model("transformer", vocab_size=8, d_model=16, num_heads=2, d_ff=32, num_layers=1)(x)

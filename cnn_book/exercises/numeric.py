@@ -158,7 +158,7 @@ NUMBERS: dict[str, Number] = {
                                     "10 classes", _probe_params,
                                     "Hint: only the new head trains: a linear layer from the pooled features "
                                     "(their width is the last 1x1 convolution's) to the classes, with biases."),
-    "vae-mean-beta": Number("the beta that a reconstruction term averaged over the pixels of a 3x64x64 image, "
+    "vae-mean-beta": Number("the beta that a reconstruction term averaged over the 3x64x64 values of an image, "
                             "next to a KL summed over the latents, amounts to", _vae_effective_beta,
                             "Hint: multiply the whole loss by what the mean divided the reconstruction by; the "
                             "minimiser does not change, and the KL's factor is then beta."),

@@ -1,7 +1,7 @@
 """The book's models, by name: ``get_model("lenet5", num_classes=10)``, ``list_models()``.
 
 Every image model's builder takes ``in_channels``, and every model has an ``input_shape`` (C, H, W) it
-expects. The language models (``gpt2``, ``bert``, ``bert_classifier``, ``bag_of_words``) read token
+expects. The language models (``transformer``, ``gpt2``, ``bert``, ``bert_classifier``, ``bag_of_words``) read token
 ids instead: their ``input_shape`` is (T,), a sequence length, and their ``input_dtype`` is long.
 A classifier's or a segmenter's builder takes ``num_classes`` too, and the model has ``features``
 (the convolutional part) and a head (``classifier``); a detector (``yolov1``, whose ``task`` is
@@ -51,6 +51,7 @@ from .lenet import LeNet5, lenet5
 from .mobilenet import MobileNetV1, MobileNetV2, mobilenet_v1, mobilenet_v2
 from .resnet import ResNet, resnet18, resnet34, resnet50, resnet101, resnet152
 from .simple_cnn import SimpleCNN, simple_cnn
+from .transformer import Transformer  # registers "transformer" (the module keeps its name: models.transformer)
 from .unet import UNet, unet
 from .vae import VAE, vae
 from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg16_cifar, vgg19, vgg19_bn
@@ -67,7 +68,7 @@ __all__ = [
     "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "UNet", "unet", "VAE", "vae", "YOLOv1", "yolov1",
     "VisionTransformer", "vit", "vit_b_16", "vit_b_32", "vit_l_16",
-    "GPT", "gpt2", "BertModel", "BertForMaskedLM", "BertForSequenceClassification", "BagOfWords", "bert",
+    "Transformer", "GPT", "gpt2", "BertModel", "BertForMaskedLM", "BertForSequenceClassification", "BagOfWords", "bert",
     "bert_classifier", "bag_of_words",
     "VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg16_cifar", "vgg19", "vgg19_bn",
 ]

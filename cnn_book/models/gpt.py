@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ._api import register_model
-from .transformer import EncoderBlock, attention_maps, check_token_ids
+from .transformer import EncoderBlock, KVCache, attention_maps, check_token_ids
 
 
 class GPT(nn.Module):
@@ -57,19 +57,22 @@ class GPT(nn.Module):
                 std = 0.02 / math.sqrt(2 * num_layers) if name_.endswith(("out_proj.weight", "mlp.3.weight")) else 0.02
                 nn.init.normal_(p, std=std)
 
-    def forward(self, idx: Tensor) -> Tensor:
+    def forward(self, idx: Tensor, kv_cache: KVCache | None = None) -> Tensor:
+        """(N, T) token ids -> (N, T, vocab) logits. With ``kv_cache`` (``generate``), ``idx`` holds
+        only the tokens after those the cache holds, at the positions that follow them."""
         if idx.dim() != 2 or idx.is_floating_point():
             raise ValueError(f"{self.name} takes token ids of shape (N, T), integers; got {tuple(idx.shape)} "
                              f"{str(idx.dtype).removeprefix('torch.')}")
         check_token_ids(idx, self.vocab_size, self.name)
-        t = idx.shape[1]
+        start = kv_cache.length if kv_cache is not None else 0  # the tokens the cache already holds
+        t = start + idx.shape[1]
         if t > self.block_size:
             raise ValueError(f"{self.name} has positions for {self.block_size} tokens (its block_size); got {t}: "
                              f"keep the last {self.block_size} (idx[:, -{self.block_size}:])")
-        pos = torch.arange(t, device=idx.device)
+        pos = torch.arange(start, t, device=idx.device)[None]  # (1, T): the same positions for every sequence
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (N, T, D)
-        for block in self.transformer.h:
-            x = block(x, is_causal=True)  # position t attends to 0 .. t
+        for i, block in enumerate(self.transformer.h):  # position t attends to 0 .. t
+            x = block(x, is_causal=True, kv_cache=kv_cache.layers[i] if kv_cache is not None else None)
         return self.lm_head(self.transformer.ln_f(x))  # (N, T, vocab)
 
     @torch.no_grad()
@@ -80,10 +83,16 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None) -> Tensor:
+                 generator: torch.Generator | None = None, use_cache: bool = True) -> Tensor:
         """Append ``max_new_tokens`` tokens to ``idx`` (N, T), one at a time: the logits of the last
         position, divided by ``temperature``, cut to the ``top_k`` largest (if given), softmax, one
-        token drawn (``sample_next``). The model runs in eval mode."""
+        token drawn (``sample_next``). The model runs in eval mode.
+
+        ``use_cache``: keep every layer's keys and values (``KVCache``), so that each new token costs
+        one position's work instead of the whole window's. The tokens are the same either way
+        (tested). With learned absolute positions the cache serves only while the text fits the
+        ``block_size`` window: once it slides, every token's position changes, and each step
+        recomputes the window, as without the cache."""
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a whole number of at least 0, got {max_new_tokens!r}")
         if idx.dim() != 2 or idx.shape[1] == 0:
@@ -93,8 +102,14 @@ class GPT(nn.Module):
         was_training = self.training
         self.eval()
         try:
+            cache = KVCache(len(self.transformer.h)) if use_cache else None
             for _ in range(max_new_tokens):
-                logits = self(idx[:, -self.block_size:])[:, -1]  # (N, vocab): the next token's scores
+                if cache is not None and 0 < cache.length and idx.shape[1] <= self.block_size:
+                    logits = self(idx[:, -1:], kv_cache=cache)[:, -1]  # only the newest token runs
+                else:  # no cache, the first step, or a window that slid: the whole window runs
+                    if cache is not None:
+                        cache.clear()
+                    logits = self(idx[:, -self.block_size:], kv_cache=cache)[:, -1]  # (N, vocab)
                 idx = torch.cat([idx, sample_next(logits, temperature, top_k, generator)], dim=1)
         finally:
             self.train(was_training)

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._api import register_model
+
 
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
                                  dropout_p: float = 0.0, is_causal: bool = False) -> tuple[Tensor, Tensor]:
@@ -80,9 +82,30 @@ def check_token_ids(ids: Tensor, vocab_size: int, model: str) -> None:
                              f"the model was built for, or build it with vocab_size={max(high + 1, vocab_size)}")
 
 
-def causal_mask(length: int, keys: int | None = None, device: torch.device | str | None = None) -> Tensor:
-    """(L, S) boolean, True where query i may attend to key j: j <= i (what a language model may see)."""
-    return torch.ones(length, keys or length, dtype=torch.bool, device=device).tril()
+def causal_mask(length: int, keys: int | None = None, device: torch.device | str | None = None,
+                offset: int = 0) -> Tensor:
+    """(L, S) boolean, True where query i may attend to key j: j <= i + ``offset`` (what a language
+    model may see; ``offset``: the keys of earlier tokens, kept in a ``KVCache``, come first)."""
+    return torch.ones(length, keys or length, dtype=torch.bool, device=device).tril(diagonal=offset)
+
+
+class KVCache:
+    """The keys and values every attention layer has computed so far, (N, heads, T, E / heads) each,
+    so that generating token T + 1 computes only its own query, key and value and attends to the
+    stored ones, instead of running the whole prefix through the model again. ``layers[i]`` is
+    the store of layer i (a dict: "k", "v"); ``length`` the tokens it holds."""
+
+    def __init__(self, num_layers: int) -> None:
+        self.layers: list[dict[str, Tensor]] = [{} for _ in range(num_layers)]
+
+    @property
+    def length(self) -> int:
+        first = self.layers[0].get("k") if self.layers else None
+        return 0 if first is None else first.shape[-2]
+
+    def clear(self) -> None:
+        for store in self.layers:
+            store.clear()
 
 
 class MultiheadAttention(nn.Module):
@@ -114,7 +137,7 @@ class MultiheadAttention(nn.Module):
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None,
                 need_weights: bool = False, attn_mask: Tensor | None = None, average_attn_weights: bool = True,
-                is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
+                is_causal: bool = False, kv_cache: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
         n, length, e = query.shape
         h = self.num_heads
         if e != self.embed_dim:
@@ -126,6 +149,12 @@ class MultiheadAttention(nn.Module):
             return F.linear(x, w, b).view(n, x.shape[1], h, e // h).transpose(1, 2)
 
         q, k, v = heads(query, w_q, b_q), heads(key, w_k, b_k), heads(value, w_v, b_v)
+        offset = 0
+        if kv_cache is not None:  # self-attention while generating: the earlier tokens' keys and values first
+            if kv_cache:
+                offset = kv_cache["k"].shape[-2]
+                k, v = torch.cat([kv_cache["k"], k], -2), torch.cat([kv_cache["v"], v], -2)
+            kv_cache["k"], kv_cache["v"] = k, v
         allowed = None  # (N, heads or 1, L, S), True where a query may attend to a key
         if attn_mask is not None:
             m = ~attn_mask if attn_mask.dtype == torch.bool else attn_mask
@@ -140,6 +169,11 @@ class MultiheadAttention(nn.Module):
                 allowed = allowed & keep
             else:
                 allowed = allowed.masked_fill(~keep, float("-inf"))
+        if is_causal and offset:  # query i is token offset + i: it sees keys 0 .. offset + i
+            causal = causal_mask(length, k.shape[-2], q.device, offset)
+            allowed = (causal if allowed is None else allowed & causal if allowed.dtype == torch.bool
+                       else allowed.masked_fill(~causal, float("-inf")))
+            is_causal = False
         p = self.dropout if self.training else 0.0
         if need_weights or self.keep_weights:  # the book's attention, which returns its weights
             out, weights = scaled_dot_product_attention(q, k, v, allowed, p, is_causal)
@@ -204,22 +238,23 @@ class EncoderBlock(nn.Module):
         self.mlp = MLPBlock(hidden_dim, mlp_dim, dropout, activation)
 
     def _attend(self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None,
-                is_causal: bool) -> Tensor:
+                is_causal: bool, kv_cache: dict[str, Tensor] | None = None) -> Tensor:
         out, _ = self.self_attention(x, x, x, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-                                     is_causal=is_causal)
+                                     is_causal=is_causal, kv_cache=kv_cache)
         return self.dropout(out)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, key_padding_mask: Tensor | None = None,
-                is_causal: bool = False) -> Tensor:
+                is_causal: bool = False, kv_cache: dict[str, Tensor] | None = None) -> Tensor:
         """``is_causal``: token i attends to tokens 0 .. i only (GPT); the masks as in
-        ``MultiheadAttention`` (True marks what is ignored)."""
+        ``MultiheadAttention`` (True marks what is ignored); ``kv_cache``: this layer's store of a
+        ``KVCache`` (x holds only the new tokens)."""
         if x.dim() != 3:
             raise ValueError(f"an encoder block takes (N, tokens, {self.ln_1.normalized_shape[0]}); got "
                              f"{tuple(x.shape)}")
         if self.norm_first:
-            x = x + self._attend(self.ln_1(x), attn_mask, key_padding_mask, is_causal)
+            x = x + self._attend(self.ln_1(x), attn_mask, key_padding_mask, is_causal, kv_cache)
             return x + self.mlp(self.ln_2(x))
-        x = self.ln_1(x + self._attend(x, attn_mask, key_padding_mask, is_causal))
+        x = self.ln_1(x + self._attend(x, attn_mask, key_padding_mask, is_causal, kv_cache))
         return self.ln_2(x + self.mlp(x))
 
 
@@ -290,10 +325,15 @@ class Transformer(nn.Module):
     embeddings and the output layer into one matrix (the paper's section 3.4, with a shared
     source-target vocabulary); the output layer then has no bias of its own."""
 
+    input_dtype = torch.long  # token ids
+
     def __init__(self, vocab_size: int = 37_000, d_model: int = 512, num_heads: int = 8, d_ff: int = 2048,
-                 num_layers: int = 6, dropout: float = 0.1, shared: bool = True, max_len: int = 512) -> None:
+                 num_layers: int = 6, dropout: float = 0.1, shared: bool = True, max_len: int = 512,
+                 source_len: int | None = None, name: str = "Transformer") -> None:
         super().__init__()
-        self.d_model = d_model
+        self.d_model, self.vocab_size, self.source_len, self.name = d_model, vocab_size, source_len, name
+        # one tensor of token ids when source_len is set (fit's data): the source, then the decoder's input
+        self.input_shape = (2 * source_len,) if source_len else (max_len,)
         self.src_embed = nn.Embedding(vocab_size, d_model)
         self.tgt_embed = self.src_embed if shared else nn.Embedding(vocab_size, d_model)
         self.register_buffer("positions", sinusoidal_positions(max_len, d_model), persistent=False)
@@ -305,13 +345,58 @@ class Transformer(nn.Module):
         if shared:
             self.generator.weight = self.src_embed.weight
         self.dropout = nn.Dropout(dropout)
+        # embeddings N(0, 1 / d_model), so that sqrt(d_model) * embedding has unit scale (tensor2tensor's
+        # initialisation, which the paper's code used); PyTorch's N(0, 1) makes the tied output layer's first
+        # logits ~ sqrt(d_model) too large. The other matrices keep their layers' own initialisation.
+        for table in {self.src_embed, self.tgt_embed}:
+            nn.init.normal_(table.weight, std=d_model ** -0.5)
 
     def embed(self, tokens: Tensor, table: nn.Embedding) -> Tensor:
         return self.dropout(table(tokens) * math.sqrt(self.d_model) + self.positions[: tokens.shape[1]])
 
-    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
-        memory = self.encoder(self.embed(src, self.src_embed))
+    def encode(self, src: Tensor) -> Tensor:
+        """(N, S) source tokens -> (N, S, d_model): the memory every decoder layer attends to."""
+        check_token_ids(src, self.vocab_size, self.name)
+        return self.encoder(self.embed(src, self.src_embed))
+
+    def decode(self, tgt: Tensor, memory: Tensor) -> Tensor:
+        """(N, T) target tokens so far and the memory -> (N, T, vocab) logits of the next token."""
+        check_token_ids(tgt, self.vocab_size, self.name)
         x = self.embed(tgt, self.tgt_embed)
         for layer in self.decoder:
             x = layer(x, memory)
-        return self.generator(x)  # (N, T, vocab): the next token's logits at every target position
+        return self.generator(x)
+
+    def forward(self, src: Tensor, tgt: Tensor | None = None) -> Tensor:
+        """(N, S) source and (N, T) target tokens (teacher forcing: the target shifted right, after
+        a start token) -> (N, T, vocab). With ``source_len`` set, one tensor (N, S + T) holds both,
+        the source first: the form ``train.fit`` feeds (``text.reversal_data``)."""
+        if tgt is None:
+            if not self.source_len:
+                raise ValueError(f"{self.name} takes (src, tgt), or one tensor of both when built with source_len")
+            src, tgt = src[:, : self.source_len], src[:, self.source_len:]
+        return self.decode(tgt, self.encode(src))  # (N, T, vocab): the next token's logits at every position
+
+    @torch.no_grad()
+    def greedy_decode(self, src: Tensor, steps: int, start: int) -> Tensor:
+        """(N, S) source -> (N, steps) tokens, one at a time: the most likely next token, fed back
+        (the paper decodes with a beam of 4; greedy is a beam of 1). The model runs in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            memory = self.encode(src)  # computed once: the decoder reads it at every step
+            out = torch.full((len(src), 1), start, dtype=torch.long, device=src.device)
+            for _ in range(steps):
+                out = torch.cat([out, self.decode(out, memory)[:, -1].argmax(-1, keepdim=True)], 1)
+        finally:
+            self.train(was_training)
+        return out[:, 1:]
+
+
+@register_model
+def transformer(**kwargs) -> Transformer:
+    """The encoder-decoder Transformer of "Attention Is All You Need" (``Transformer``'s options:
+    ``vocab_size``, ``d_model``, ``num_heads``, ``d_ff``, ``num_layers``, ``dropout``, ``shared``,
+    ``max_len``, ``source_len``). The base model by default: 65 M parameters with a shared
+    37,000-token vocabulary."""
+    return Transformer(**kwargs)

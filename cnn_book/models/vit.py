@@ -85,6 +85,11 @@ class VisionTransformer(nn.Module):
         """The head (torchvision's ``heads``)."""
         return self.heads
 
+    def no_weight_decay(self) -> set[str]:
+        """What ``train.param_groups(decay="matrices")`` spares besides biases and norms: the class
+        token and the position embeddings, as timm does (they are 3-D, not weight matrices)."""
+        return {"class_token", "encoder.pos_embedding"}
+
     def tokens(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, 1 + patches, hidden_dim): the class token, then one token per patch,
         row by row, before the position embeddings."""

@@ -344,3 +344,47 @@ def interpolated(precision: Tensor) -> Tensor:
     """The monotone envelope of a precision curve: at each point, the best precision at this recall
     or beyond (VOC's interpolation; without it, AP rewards a curve's zig-zags by chance)."""
     return precision.flip(0).cummax(0).values.flip(0)
+
+
+ERRORS = ("correct", "localization", "similar", "other", "background")
+
+
+def error_breakdown(preds: list[dict], targets: list[dict], num_classes: int,
+                    similar: list[set[int]] | tuple = ()) -> dict[str, int]:
+    """The YOLO paper's Figure 4 (after Hoiem et al., 2012): for each class, its top N detections
+    by score, N the class's ground-truth objects, each called
+    correct (right class, IoU > 0.5 with an object not yet found), localization (right class,
+    0.1 < IoU <= 0.5, or a second detection of a found object), similar (a class in one of the
+    ``similar`` groups with it, IoU > 0.1), other (any other class, IoU > 0.1) or background
+    (IoU <= 0.1 with every object). ``preds`` and ``targets``: one dict per image, as ``detect``
+    and ``truths`` give them (boxes in corner form, labels; scores for the predictions). Returns
+    the count of each kind, in ``ERRORS``' order."""
+    from torchvision.ops import box_iou
+
+    group = {c: g for g in similar for c in g}
+    counts = dict.fromkeys(ERRORS, 0)
+    for c in range(num_classes):
+        n = sum(int((t["labels"] == c).sum()) for t in targets)
+        found: set[tuple[int, int]] = set()  # (image, object) already detected correctly
+        ranked = sorted(((float(s), i, k) for i, p in enumerate(preds)
+                         for k, s in enumerate(p["scores"]) if int(p["labels"][k]) == c), reverse=True)
+        for _, i, k in ranked[:n]:
+            truth = targets[i]
+            if len(truth["boxes"]) == 0:
+                counts["background"] += 1
+                continue
+            overlap = box_iou(preds[i]["boxes"][k][None], truth["boxes"])[0]
+            same = truth["labels"] == c
+            best = int(torch.where(same, overlap, -1.0).argmax()) if same.any() else -1
+            if best >= 0 and overlap[best] > 0.5 and (i, best) not in found:
+                found.add((i, best))
+                counts["correct"] += 1
+            elif best >= 0 and overlap[best] > 0.1:
+                counts["localization"] += 1
+            elif any(overlap[j] > 0.1 and int(truth["labels"][j]) in group.get(c, ()) for j in range(len(overlap))):
+                counts["similar"] += 1
+            elif bool((overlap > 0.1).any()):
+                counts["other"] += 1
+            else:
+                counts["background"] += 1
+    return counts

@@ -263,20 +263,22 @@ def _reference_pairs():
     import torchvision
     import transformers
 
-    from cnn_book.models import bert, get_model, gpt
+    from cnn_book.models import get_model
+    from cnn_book.models.bert import from_transformers as bert_weights  # (models.bert is the builder)
+    from cnn_book.models.gpt import from_transformers as gpt_weights
 
     torch.manual_seed(0)
     cfg = transformers.BertConfig(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                                   attn_implementation="sdpa")
     ref = transformers.BertModel(cfg)
     ours = get_model("bert", dropout=0.0)
-    ours.load_state_dict(bert.from_transformers(ref.state_dict()))
+    ours.load_state_dict(bert_weights(ref.state_dict()))
     ids = torch.randint(0, cfg.vocab_size, (2, 256))
     yield "BERT-base", ours, ref, (ids,), lambda o: o[0], lambda o: o.last_hidden_state
     cfg = transformers.GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa")
     ref = transformers.GPT2LMHeadModel(cfg)
     ours = get_model("gpt2")
-    ours.load_state_dict(gpt.from_transformers(ref.state_dict()))
+    ours.load_state_dict(gpt_weights(ref.state_dict()))
     ids = torch.randint(0, cfg.vocab_size, (2, 256))
     yield "GPT-2 small", ours, ref, (ids,), lambda o: o, lambda o: o.logits
     ref = torchvision.models.vit_b_16()

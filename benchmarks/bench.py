@@ -256,6 +256,10 @@ def compiled_steps(images: int) -> tuple[float, float]:
     return got["images_per_s"], got["compile_seconds"]
 
 
+REFERENCE_SETTING = ("one forward and backward pass, train mode, dropout off; batch 2 of 256 tokens "
+                     "(224x224 images for the ViT)")
+
+
 def _reference_pairs():
     """(name, the book's model, the reference, inputs, each one's output tensor) on the same weights,
     dropout off: BERT-base and GPT-2 small against transformers' (SDPA attention, built from a
@@ -263,20 +267,22 @@ def _reference_pairs():
     import torchvision
     import transformers
 
-    from cnn_book.models import bert, get_model, gpt
+    from cnn_book.models import BertModel, get_model
+    from cnn_book.models.bert import from_transformers as bert_weights  # (models.bert is the builder)
+    from cnn_book.models.gpt import from_transformers as gpt_weights
 
     torch.manual_seed(0)
     cfg = transformers.BertConfig(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                                   attn_implementation="sdpa")
     ref = transformers.BertModel(cfg)
-    ours = get_model("bert", dropout=0.0)
-    ours.load_state_dict(bert.from_transformers(ref.state_dict()))
+    ours = BertModel(dropout=0.0)  # the encoder and its pooler, as transformers' BertModel
+    ours.load_state_dict(bert_weights(ref.state_dict()))
     ids = torch.randint(0, cfg.vocab_size, (2, 256))
     yield "BERT-base", ours, ref, (ids,), lambda o: o[0], lambda o: o.last_hidden_state
     cfg = transformers.GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa")
     ref = transformers.GPT2LMHeadModel(cfg)
     ours = get_model("gpt2")
-    ours.load_state_dict(gpt.from_transformers(ref.state_dict()))
+    ours.load_state_dict(gpt_weights(ref.state_dict()))
     ids = torch.randint(0, cfg.vocab_size, (2, 256))
     yield "GPT-2 small", ours, ref, (ids,), lambda o: o, lambda o: o.logits
     ref = torchvision.models.vit_b_16()
@@ -330,6 +336,7 @@ def main() -> None:
         print(f"Machine: {machine()}: the book's Transformers against their references, forward and backward")
         result["references"] = reference_ratios(args.repeats)
         result["references_machine"] = machine()
+        result["references_setting"] = REFERENCE_SETTING
         out.write_text(json.dumps(result, indent=1) + "\n")
         return
     print(f"Machine: {machine()}; fit() device: {describe_device(torch.device('cpu'))}")
@@ -414,6 +421,7 @@ def main() -> None:
     print("4. the book's Transformers against their references (forward and backward, same weights)")
     result["references"] = reference_ratios(args.repeats)
     result["references_machine"] = machine()
+    result["references_setting"] = REFERENCE_SETTING
     out = ROOT / "benchmarks" / "results.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"Saved to {out.relative_to(ROOT)}")

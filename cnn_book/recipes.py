@@ -355,6 +355,8 @@ def one_step(recipe: Recipe, batch_size: int = 2, device: torch.device | str = "
     x, y = task.random_batch(batch_size, recipe.input_shape, DATASETS[recipe.data][1], device)
     if getattr(model, "input_dtype", None) == torch.long:  # token ids, not pixels
         x = torch.randint(0, model.vocab_size, (batch_size, *recipe.input_shape), device=device)
+    if getattr(model, "source_len", None):  # an encoder-decoder scores the target half of each row
+        y = y[:, : model.source_len]
     loss, _ = task.loss(model, model(x), y)
     loss.backward()
     return loss.item()

@@ -362,6 +362,23 @@ def _held_out(model: nn.Module, data, task: Task, prec: Precision, group: Group,
     return best
 
 
+def _check_evaluations(eval_every: int | None, eval_limit: int, keep_best: bool) -> None:
+    if eval_every is not None and not (isinstance(eval_every, int) and eval_every >= 1 and eval_limit >= 1):
+        raise ValueError(f"eval_every and eval_limit must be whole numbers of at least 1, got {eval_every!r} "
+                         f"and {eval_limit!r}")
+    if keep_best and not eval_every:
+        raise ValueError("keep_best=True keeps the best of the held-out evaluations: give eval_every too")
+
+
+def _keep_best(model: nn.Module, best: tuple | None, hist: History, group: Group) -> None:
+    """The best evaluation's weights into the model; the summary's figures stay the last step's."""
+    if best is not None:
+        model.load_state_dict(best[2])
+        hist.best_step = best[1]
+        group.say(f"kept the weights of step {best[1]} (held-out loss {best[0]:.3f}); the figures above are "
+                  "the last step's")
+
+
 def _summary(hist: History, data, task: Task, test: dict[str, float]) -> str:
     """The line ``fit`` prints last: where, how fast, and the task's figures."""
     return (f"Done: device {hist.device} | precision {hist.precision} | wall time {hist.wall_seconds:.1f} s | "
@@ -372,27 +389,19 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
         optimizer: str = "adamw", lr: float = 2e-3, weight_decay: float = 5e-4, label_smoothing: float = 0.0,
         augment: bool = False, loss: str | None = None, task: Task | None = None, precision: str | None = None,
         grad_clip: float | None = None, device: torch.device | str | None = None, seed: int = 0,
-        progress: bool | None = None, log_every: int = 20, momentum: float = 0.9,
-        schedule: str = "one-cycle", lr_scale: dict[str, float] | None = None, decay: str = "all",
-        eval_every: int | None = None, eval_limit: int = 256, keep_best: bool = False) -> History:
+        progress: bool | None = None, log_every: int = 20, momentum: float = 0.9, schedule: str = "one-cycle",
+        lr_scale: dict[str, float] | None = None, decay: str = "all", eval_every: int | None = None,
+        eval_limit: int = 256, keep_best: bool = False) -> History:
     """Train ``model`` on ``data``; return the ``History``. Prints one line per epoch and a summary.
 
-    ``optimizer``: "adamw", or "sgd" with Nesterov ``momentum`` (0: plain SGD). ``schedule``:
-    "one-cycle" (warm-up to ``lr``, then annealing to almost 0) or "constant". ``lr_scale``: rates
-    by name prefix, ``{"features": 0.1}`` (fine-tuning); frozen parameters are left out. ``decay``:
-    ``weight_decay`` on "all" parameters or on the "matrices" only (``param_groups``). ``eval_every``:
-    the loss on the first ``eval_limit`` held-out items every so many steps (nanoGPT's
-    estimate_loss; ``History.eval_steps``, ``eval_loss``); ``keep_best``: the model ends with the
-    weights of the best of those evaluations (``History.best_step``), not the last step's.
-    ``task``: the loss and metrics; by default the one ``data.task`` names, built with ``loss``
-    ("cross_entropy+dice", ...) and ``label_smoothing``. ``precision``: "fp32", "bf16" or "fp16"
-    (GradScaler); by default ``precision_for(device)``. ``grad_clip``: the gradients' global norm
-    clipped to this. ``data`` moves to ``device`` (default: ``default_device()``). A last batch of
-    one image (which a batch norm cannot normalise) joins the batch before it.
-
-    Under ``torchrun --nproc-per-node N`` (``cnn_book.distributed.Group``) each process trains its
-    slice of every batch on its own device and DDP averages the gradients: ``batch_size`` is per
-    process and only rank 0 prints. One process, without torchrun, trains exactly as before.
+    ``optimizer``: "adamw", or "sgd" with Nesterov ``momentum`` (0: plain SGD); ``schedule``: "one-cycle"
+    or "constant" (``schedules``); ``lr_scale`` (rates by name prefix, ``{"features": 0.1}``) and
+    ``decay`` (where ``weight_decay`` applies: "all" or "matrices"): ``optim.param_groups``. ``task``: by
+    default ``data.task``'s, with ``loss`` and ``label_smoothing``. ``precision``: "fp32", "bf16" or
+    "fp16" (GradScaler), by default ``precision_for(device)``. ``grad_clip``: the gradients' largest
+    norm. ``eval_every``: the loss on ``eval_limit`` held-out items every so many steps (nanoGPT's
+    estimate_loss); ``keep_best``: end with the best of those evaluations' weights. Under ``torchrun``
+    (``distributed.Group``) each process trains its slice of every batch, DDP averages the gradients.
     """
     if task is not None and (loss is not None or label_smoothing):
         raise ValueError("fit got a task and loss= or label_smoothing= too: give those to the task instead")
@@ -418,11 +427,7 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
     group.say(*_opening(data, n_train, n_test, epochs, hist, batch_size, optimizer, momentum, lr, schedule,
                         augment, group, find_unused))
 
-    if eval_every is not None and not (isinstance(eval_every, int) and eval_every >= 1 and eval_limit >= 1):
-        raise ValueError(f"eval_every and eval_limit must be whole numbers of at least 1, got {eval_every!r} "
-                         f"and {eval_limit!r}")
-    if keep_best and not eval_every:
-        raise ValueError("keep_best=True keeps the best of the held-out evaluations: give eval_every too")
+    _check_evaluations(eval_every, eval_limit, keep_best)
     start, step, stop, best = time.perf_counter(), 0, None, None
     for epoch in range(1, epochs + 1):
         model.train()
@@ -471,11 +476,7 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
             break
     hist.wall_seconds = time.perf_counter() - start
     group.say(_summary(hist, data, task, test))
-    if best is not None:  # the figures above are the last step's; the model keeps the best weights
-        model.load_state_dict(best[2])
-        hist.best_step = best[1]
-        group.say(f"kept the weights of step {best[1]} (held-out loss {best[0]:.3f}); the figures above are "
-                  "the last step's")
+    _keep_best(model, best, hist, group)
     return hist
 
 

@@ -635,12 +635,14 @@ def _range_effnet(e, records):
 
 def _range_alexnet(e, records):
     b, r = e["baseline"], e["runs"]
-    _require(_loss1(r[0]) < _loss1(b[0]) and _acc(r[0]) > _acc(b[0]),
-             "with this recipe tanh had the lower first loss and the higher accuracy")
+    _require(_loss1(r[0]) < _loss1(b[0]), "with this recipe tanh had the lower first epoch's loss")
+    acc = (f"the higher test accuracy after {r[0]['epochs']} epochs ({_pct(_acc(r[0]))} against {_pct(_acc(b[0]))})"
+           if _acc(r[0]) > _acc(b[0]) else
+           f"ReLU the higher test accuracy after {r[0]['epochs']} epochs ({_pct(_acc(b[0]))} against "
+           f"{_pct(_acc(r[0]))}, {100 * (_acc(b[0]) - _acc(r[0])):.2f} points, one seed: within what seeds move)")
     return (f"This recipe does not reproduce the paper's Figure 1: tanh had the lower first epoch's loss "
-            f"({_num(_loss1(r[0]))} against {_num(_loss1(b[0]))}) and the higher test accuracy after two epochs "
-            f"({_pct(_acc(r[0]))} against {_pct(_acc(b[0]))}). One seed was measured; the first-epoch losses "
-            f"differ by {_loss1(b[0]) - _loss1(r[0]):.2f}, so expect tanh level with ReLU or ahead, not six times "
+            f"({_num(_loss1(r[0]))} against {_num(_loss1(b[0]))}) and {acc}. The first-epoch losses differ by "
+            f"{_loss1(b[0]) - _loss1(r[0]):.2f}, so expect tanh level with ReLU or ahead early on, not six times "
             f"slower. The answer to look for is the claim (ReLU's faster training, Figure 1) and the "
             f"observation that AdamW, one shared rate and dropout make this a different experiment from the "
             f"paper's (SGD with momentum, a rate tuned per network, no regularisation). A student who reports "

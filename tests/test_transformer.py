@@ -272,5 +272,7 @@ def test_the_reversal_task_feeds_the_encoder_decoder_through_fit_s_one_tensor():
     assert out.shape == (8, 5) and torch.equal(out, again)
     r = recipes.RECIPES["transformer_reverse"]["cpu"]
     assert r.input_shape == (20,) and r.task == "language_model" and r.decay == "matrices"
-    with pytest.raises(ValueError, match="source_len"):
-        get_model("transformer", vocab_size=8, d_model=16, num_heads=2, d_ff=32, num_layers=1)(x)
+    from cnn_book.models.transformer import Transformer
+
+    with pytest.raises(ValueError, match="source_len"):  # the class without source_len takes (src, tgt)
+        Transformer(vocab_size=8, d_model=16, num_heads=2, d_ff=32, num_layers=1)(x)

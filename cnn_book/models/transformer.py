@@ -371,6 +371,9 @@ class Transformer(nn.Module):
         """(N, S) source and (N, T) target tokens (teacher forcing: the target shifted right, after
         a start token) -> (N, T, vocab). With ``source_len`` set, one tensor (N, S + T) holds both,
         the source first: the form ``train.fit`` feeds (``text.reversal_data``)."""
+        if src.dim() != 2 or src.is_floating_point():
+            raise ValueError(f"{self.name} takes token ids of shape (N, T), integers; got {tuple(src.shape)} "
+                             f"{str(src.dtype).removeprefix('torch.')}")
         if tgt is None:
             if not self.source_len:
                 raise ValueError(f"{self.name} takes (src, tgt), or one tensor of both when built with source_len")

@@ -1,5 +1,6 @@
 """Figures for the chapters: architecture diagrams, sample grids, rows of images, feature maps, filters,
-training curves, confusion matrices, a pretrained network's top classes on photos and heat maps over them.
+training curves, confusion matrices, a pretrained network's top classes on photos and heat maps over them;
+the detection chapter's figures are in ``plot_detection`` and re-exported here.
 
 Every function returns the matplotlib ``Figure`` (end the notebook line with ``;`` so it shows once).
 """
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from . import settings
 from .data import ImageData
 from .diagram import Diagram, diagram  # noqa: F401  (plot.diagram: a block diagram drawn from the model)
+from .plot_detection import detections, error_breakdown, grid_view, precision_recall, responsible_cells  # noqa: F401
 from .train import History, predict
 
 
@@ -394,97 +396,5 @@ def accuracy_by_labels(table: dict, title: str = "") -> Figure:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def _font() -> str:
-    from matplotlib import font_manager
-
-    return font_manager.findfont("DejaVu Sans")  # a TrueType font that ships with matplotlib
-
-
-def detections(images: Tensor, truths: Sequence[dict] | None = None, preds: Sequence[dict] | None = None,
-               classes: Sequence[str] = (), titles: Sequence[str] | None = None, ncols: int = 4,
-               scale: int = 2, scores: bool = True, labels: bool = True) -> Figure:
-    """Images (N, C, H, W) uint8 with boxes drawn by ``torchvision.utils.draw_bounding_boxes``: the
-    ground truth (``{"boxes", "labels"}`` per image, pixels) in green, the detections (with
-    ``"scores"``) in orange, labelled with class and score (``labels=False``: the boxes only). Each
-    image is enlarged ``scale`` times (nearest) so that the labels can be read."""
-    from torchvision.utils import draw_bounding_boxes
-
-    n = len(images)
-    rows, cols = _grid(n, ncols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.75 * rows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        if i >= n:
-            ax.axis("off")
-            continue
-        img = images[i].cpu()
-        img = img.expand(3, -1, -1) if img.shape[0] == 1 else img
-        img = img.repeat_interleave(scale, 1).repeat_interleave(scale, 2).contiguous()
-        for sets, color in ((truths, "lime"), (preds, "orange")):
-            if sets is None or len(sets[i]["boxes"]) == 0:
-                continue
-            d = sets[i]
-            names = [classes[int(k)] if classes else str(int(k)) for k in d["labels"]]
-            if scores and "scores" in d:
-                names = [f"{c} {float(s):.2f}" for c, s in zip(names, d["scores"], strict=True)]
-            img = draw_bounding_boxes(img, d["boxes"].float().cpu() * scale, names if labels else None,
-                                      colors=color, width=2 if labels else 1, font=_font(), font_size=10)
-        ax.imshow(img.permute(1, 2, 0).numpy())
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if titles is not None:
-            ax.set_title(titles[i], fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def precision_recall(preds: Sequence[dict], targets: Sequence[dict], labels: Sequence[int],
-                     classes: Sequence[str], iou: float = 0.5, ncols: int = 5) -> Figure:
-    """The precision-recall curve of each class in ``labels`` at IoU ``iou`` (``models.yolo``'s), as
-    measured (thin) and interpolated (VOC's monotone envelope, thick), with its average precision."""
-    from .models.yolo import average_precision, interpolated
-    from .models.yolo import precision_recall as curve
-
-    rows, cols = _grid(len(labels), ncols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.3 * rows), squeeze=False, sharey=True)
-    for ax, label in zip(axes.flat, labels, strict=False):
-        recall, precision = curve(list(preds), list(targets), label, iou)
-        ap = average_precision(list(preds), list(targets), label, iou)
-        ax.plot(recall, precision, lw=0.8, color="0.6", label="measured")
-        ax.plot(recall, interpolated(precision), lw=1.8, color="C0", label="interpolated")
-        ax.set_title(f"{classes[label]}: AP {ap:.3f}", fontsize=9)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("recall", fontsize=8)
-    for ax in axes.flat[len(labels):]:
-        ax.axis("off")
-    axes[0, 0].set_ylabel("precision", fontsize=8)
-    axes[0, 0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    return fig
-
-
-def responsible_cells(image: Tensor, boxes: Tensor, grid: int, title: str = "") -> Figure:
-    """One image (C, H, W) uint8 with YOLO's grid: each box (green), its centre (dot) and the cell that
-    holds the centre, the one responsible for it (shaded)."""
-    from matplotlib.patches import Rectangle
-
-    size = image.shape[-1]
-    cell = size / grid
-    fig, ax = plt.subplots(figsize=(3.8, 3.8))
-    _show(ax, image.float() / 255)
-    for k in range(1, grid):
-        ax.axhline(k * cell - 0.5, color="w", lw=0.6, alpha=0.6)
-        ax.axvline(k * cell - 0.5, color="w", lw=0.6, alpha=0.6)
-    for x1, y1, x2, y2 in boxes.tolist():
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, ec="lime", lw=1.5))
-        ax.add_patch(Rectangle(((cx // cell) * cell - 0.5, (cy // cell) * cell - 0.5), cell, cell,
-                               color="orange", alpha=0.4))
-        ax.plot(cx - 0.5, cy - 0.5, "o", color="orange", ms=4)
-    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig

@@ -230,6 +230,9 @@ RECIPES: dict[str, dict[str, Recipe]] = {
                        weight_decay=0.0, augment=False), epochs=50),
     "vae_2d": _gpu(Recipe("vae", {"latent_size": 2}, data="fashion_mnist_binary", epochs=10, batch_size=100, lr=1e-3,
                           weight_decay=0.0, augment=False), epochs=50),  # the pictures of the latent plane
+    # the plain autoencoder of the same shape (no logvar head, no KL), trained the same way beside vae_2d
+    "autoencoder_2d": _gpu(Recipe("vae", {"latent_size": 2, "variational": False}, data="fashion_mnist_binary",
+                                  epochs=10, batch_size=100, lr=1e-3, weight_decay=0.0, augment=False), epochs=50),
     "vae_paper": _gpu(Recipe("vae", {"variant": "paper", "latent_size": 20}, data="fashion_mnist_binary", epochs=10,
                              batch_size=100, lr=1e-3, weight_decay=0.0, augment=False), epochs=50),
     "vae_beta": _gpu(Recipe("vae", {"variant": "paper", "latent_size": 20}, data="fashion_mnist_binary",

@@ -92,9 +92,11 @@ def fold(line: str, width: int = COLUMN, indent: str = "  ") -> str:
             lines.append(current)
             current = piece
     lines.append(current)
-    out = []
-    for i, text in enumerate(lines):  # a piece longer than the column: at spaces
-        first = indent if (i or out) else ""
-        out += textwrap.wrap(text, width, initial_indent=first, subsequent_indent=indent,
-                             break_on_hyphens=False, break_long_words=False) or [first]
+    out, carry = [], ""
+    for i, text in enumerate(lines):  # a piece longer than the column: at spaces, its end flowing into the next
+        first = indent if out else ""
+        wrapped = textwrap.wrap(f"{carry} {text}" if carry else text, width, initial_indent=first,
+                                subsequent_indent=indent, break_on_hyphens=False, break_long_words=False) or [first]
+        carry = wrapped.pop().strip() if len(wrapped) > 1 and i + 1 < len(lines) else ""
+        out += wrapped
     return "\n".join(out)

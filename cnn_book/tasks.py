@@ -252,6 +252,7 @@ class Generative(Task):
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
             raise ValueError(f"beta must be a number of at least 0, got {beta!r}")
         self.beta = float(beta)
+        self.variational = True  # until ``check`` sees the model's output
 
     def loss(self, model, output, x):
         from .models.vae import negative_elbo
@@ -281,6 +282,7 @@ class Generative(Task):
             raise ValueError(f"{data.name} is for a generative model, whose output holds logits, mu and logvar "
                              f"(a VAEOutput, as get_model('vae') returns); this model returns "
                              f"{type(output).__name__}")
+        self.variational = output.logvar is not None  # a plain autoencoder's output has no log-variance
         if output.logits.shape != x.shape:
             raise ValueError(f"the model decodes images of {tuple(output.logits.shape[1:])} but {data.name}'s are "
                              f"{tuple(x.shape[1:])}")
@@ -293,10 +295,14 @@ class Generative(Task):
                              f"from {x.min().item():.3g} to {x.max().item():.3g} (normalised images?)")
 
     def epoch_line(self, train, test):
+        if not self.variational:
+            return f"reconstruction {train['reconstruction']:.1f}  test {test['loss']:.2f} nats"
         return (f"reconstruction {train['reconstruction']:.1f} + KL {train['kl']:.1f}  "
                 f"test -ELBO {test['loss']:.2f} nats")
 
     def summary_line(self, test):
+        if not self.variational:  # no KL term: the loss is no bound on -log p(x)
+            return f"test reconstruction {test['loss']:.2f} nats per image (a plain autoencoder: no KL, no ELBO)"
         return (f"test negative ELBO {test['loss']:.2f} nats per image "
                 f"(reconstruction {test['reconstruction']:.2f} + KL {test['kl']:.2f})")
 

@@ -500,10 +500,30 @@ def test_the_detection_plots_draw(fmnist):
     data = fashion_mnist_detection(fmnist, n_train=4, n_test=4, seed=1)
     truth = data.targets("test")
     preds = [{**t, "scores": torch.full((len(t["boxes"]),), 0.9)} for t in truth]
+    preds[0] = {k: v[:1] for k, v in preds[0].items()}  # image 0: one item found, the others missed
     fig = plot.detections(data.test_x, truth, preds, data.classes, titles=list("abcd"))
     assert len([ax for ax in fig.axes if ax.images]) == 4
+    key = fig.axes[0].get_xlabel()  # under image 0: its items, found or not, and its detections
+    names = [data.classes[int(k)] for k in truth[0]["labels"]]
+    assert key.startswith(f"truth: 1 {names[0]} ✓") and key.count("✗") == len(names) - 1
+    assert f"found: a {names[0]} 0.90" in key.replace("\n  ", " ")
+    tags = [t.get_text() for t in fig.axes[0].texts]
+    assert tags == [str(j + 1) for j in range(len(names))] + ["a"]  # a tag on each box, none overprinted
+    bare = plot.detections(data.test_x, truth, preds, data.classes, labels=False)
+    assert not bare.axes[0].get_xlabel() and not bare.axes[0].texts  # boxes only
     assert plot.precision_recall(preds, truth, [0, 1], data.classes).axes
     assert plot.responsible_cells(data.test_x[0], truth[0]["boxes"], 7).axes[0].patches
+    grid = data.test_y[0].clone()  # a perfect prediction: the target itself
+    fig = plot.grid_view(data.test_x[0], grid, data.classes, truth=truth[0])
+    boxes, cells, final = fig.axes[:3]
+    assert len(boxes.patches) == 2 * len(truth[0]["boxes"])  # confidence 1 in both slots, 0 elsewhere
+    assert len(cells.patches) == 49 and cells.get_legend() is not None
+    assert final.get_xlabel().count("✓") == len(truth[0]["boxes"])
+    unsure = plot.grid_view(data.test_x[0], torch.zeros_like(grid), data.classes).axes[1]  # an untrained net
+    assert unsure.get_legend() is None and "no cell" in unsure.get_xlabel()
+    counts = {"all": {"correct": 6, "localization": 2, "similar": 1, "other": 0, "background": 1}}
+    bars = plot.error_breakdown(counts).axes[0]
+    assert [round(p.get_width(), 2) for p in bars.patches] == [0.6, 0.2, 0.1, 0.0, 0.1]
 
 
 def test_every_box_is_scored_for_every_class_as_the_paper_scores_it():
@@ -554,3 +574,6 @@ def test_the_error_breakdown_sorts_hand_made_detections_as_the_yolo_paper_does()
     targets[0]["labels"] = torch.tensor([0, 0])  # class 0 has 2 objects: its two best detections count
     counts = error_breakdown(preds, targets, num_classes=3, similar=[{1, 2}])
     assert counts["correct"] == 1 and counts["localization"] == 2  # the duplicate, and class 1's
+    by_class = [error_breakdown(preds, targets, 3, [{1, 2}], labels=[c]) for c in range(3)]
+    assert by_class[1] == {**dict.fromkeys(ERRORS, 0), "localization": 1}  # class 1's one detection
+    assert {k: sum(c[k] for c in by_class) for k in ERRORS} == counts  # the classes add up

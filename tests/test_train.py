@@ -442,6 +442,11 @@ def test_fold_keeps_printed_lines_inside_the_page_column():
     assert settings.fold("short line") == "short line"
     words = "a b " * 60
     assert all(len(line) <= 40 for line in settings.fold(words, width=40).splitlines())
+    long = ("Training AE-conv-2 on Fashion-MNIST (binarised) (60,000 train / 10,000 test images, 1x28x28) for "
+            "10 epochs on cpu (2 threads) in fp32: batch 100, adamw lr 0.001 one-cycle")
+    lines = settings.fold(long).splitlines()  # its first piece is longer than the column
+    assert all(len(line) <= 80 for line in lines) and " ".join(line.strip() for line in lines) == long
+    assert all(len(line) > 60 for line in lines[:-1])  # no word left alone on a line ("images,")
 
 
 def test_a_recipe_prints_in_lines_that_fit_the_column():

@@ -259,6 +259,25 @@ def test_the_generative_task_trains_through_fit_and_reports_both_parts(binary_sm
         path.unlink()
 
 
+def test_the_plain_autoencoder_is_the_vae_without_the_variance_head_or_the_kl(binary_small, capsys):
+    torch.manual_seed(0)
+    ae, vae = get_model("vae", latent_size=2, variational=False), get_model("vae", latent_size=2)
+    assert ae.logvar is None and ae.name == "AE-conv-2" and vae.name == "VAE-conv-2"
+    assert count_parameters(ae) == count_parameters(vae) - _linear(256, 2)  # the same shape, no logvar head
+    x = binary_small.test_x[:8].float() / 255
+    out = ae(x)
+    assert out.logvar is None and torch.equal(out.z, out.mu) and torch.equal(ae(x).logits, out.logits)  # no noise
+    loss, rec, kl = negative_elbo(out, x)
+    assert torch.equal(loss, rec) and kl == 0 and torch.allclose(rec, reconstruction_nll(out.logits, x).mean())
+    with pytest.raises(ValueError, match="plain autoencoder: it has no posterior"):
+        importance_weights(ae, x, k=2)
+    hist = train.fit(ae, binary_small, epochs=2, batch_size=64, lr=1e-3, weight_decay=0.0, device="cpu")
+    assert hist["test_kl"] == [0.0, 0.0] and hist["test_loss"] == hist["test_reconstruction"]
+    assert hist["test_loss"][-1] < 543  # it learns: below a coin per pixel
+    out = " ".join(capsys.readouterr().out.split())  # the lines are folded at 80 characters
+    assert "a plain autoencoder: no KL, no ELBO" in out and "-ELBO" not in out
+
+
 def test_beta_weighs_the_training_loss_and_held_out_data_are_scored_at_beta_one(binary_small):
     torch.manual_seed(0)
     model = get_model("vae", variant="paper", latent_size=8)

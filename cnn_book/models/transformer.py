@@ -142,13 +142,15 @@ class MultiheadAttention(nn.Module):
         h = self.num_heads
         if e != self.embed_dim:
             raise ValueError(f"the queries have {e} features, this attention {self.embed_dim}")
-        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
-        b_q, b_k, b_v = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None,) * 3
+        def heads(x: Tensor) -> Tensor:  # (N, T, E) -> (N, heads, T, E / heads)
+            return x.view(n, x.shape[1], h, e // h).transpose(1, 2)
 
-        def heads(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:  # (N, T, E) -> (N, heads, T, E / heads)
-            return F.linear(x, w, b).view(n, x.shape[1], h, e // h).transpose(1, 2)
-
-        q, k, v = heads(query, w_q, b_q), heads(key, w_k, b_k), heads(value, w_v, b_v)
+        if query is key is value:  # self-attention: Q, K and V in one matmul (PyTorch's packed projection)
+            q, k, v = map(heads, F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, -1))
+        else:  # cross-attention: the queries from one sequence, the keys and values from another
+            w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+            b_q, b_k, b_v = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None,) * 3
+            q, k, v = heads(F.linear(query, w_q, b_q)), heads(F.linear(key, w_k, b_k)), heads(F.linear(value, w_v, b_v))
         offset = 0
         if kv_cache is not None:  # self-attention while generating: the earlier tokens' keys and values first
             if kv_cache:

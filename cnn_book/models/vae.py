@@ -7,7 +7,9 @@ evidence lower bound (ELBO):
 
     log p(x) >= E_q[log p(x | z)] - KL(q(z | x) || p(z)) = ELBO(x)
 
-Two forms, with ``encode``, ``decode``, ``forward`` and ``sample``:
+Two forms, with ``encode``, ``decode``, ``forward`` and ``sample``, each also as a plain
+autoencoder (``variational=False``: the same encoder and decoder, no ``logvar`` head, the code is
+mu itself and there is no KL term; what the KL term buys is what the two differ by):
 
 - ``variant="conv"``: two stride-2 convolutions down to 64x7x7 and two transposed ones back;
 - ``variant="paper"``: the paper's MLP (its appendix C): one tanh hidden layer of 500 units in
@@ -33,11 +35,12 @@ from .blocks import check_choice, check_input, param_dtype
 
 class VAEOutput(NamedTuple):
     """What ``VAE.forward`` returns: the decoder's Bernoulli logits (N, C, 28, 28), the encoder's
-    mean and log-variance (N, latent), and the code z = mu + sigma * eps it decoded (N, latent)."""
+    mean and log-variance (N, latent), and the code z = mu + sigma * eps it decoded (N, latent).
+    A plain autoencoder's has no log-variance (None) and z = mu."""
 
     logits: Tensor
     mu: Tensor
-    logvar: Tensor
+    logvar: Tensor | None
     z: Tensor
 
 
@@ -54,19 +57,20 @@ class VAE(nn.Module):
     linear heads ``mu`` and ``logvar`` map h to the posterior's parameters, ``decoder`` maps a code
     to logits. In training and in evaluation alike, ``forward`` decodes one sampled code per image
     (the ELBO is an expectation over q; its estimate needs a sample). ``decode(mu)`` gives the
-    reconstruction at the posterior's mean."""
+    reconstruction at the posterior's mean. ``variational=False``: a plain autoencoder of the same
+    shape, whose encoder gives one code per image (``mu``) and no ``logvar``."""
 
     task = "generative"
 
     def __init__(self, latent_size: int = 16, in_channels: int = 1, variant: Literal["conv", "paper"] = "conv",
-                 hidden: int | None = None, width: int = 32) -> None:
+                 hidden: int | None = None, width: int = 32, variational: bool = True) -> None:
         super().__init__()
         if isinstance(latent_size, bool) or not isinstance(latent_size, int) or latent_size < 1:
             raise ValueError(f"latent_size must be a positive whole number, got {latent_size!r}")
         check_choice("variant", variant, ("conv", "paper"))
-        self.latent_size, self.variant = latent_size, variant
+        self.latent_size, self.variant, self.variational = latent_size, variant, bool(variational)
         self.input_shape = (in_channels, 28, 28)
-        self.name = f"VAE-{variant}-{latent_size}"
+        self.name = f"{'VAE' if variational else 'AE'}-{variant}-{latent_size}"
         pixels = in_channels * 28 * 28
         if variant == "paper":
             hidden = hidden or 500  # the paper's MNIST encoder and decoder: 500 tanh units each
@@ -95,14 +99,15 @@ class VAE(nn.Module):
                 nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1), nn.ReLU(inplace=True),  # -> (N, 32, 14, 14)
                 nn.ConvTranspose2d(w, in_channels, 4, stride=2, padding=1),  # -> (N, 1, 28, 28) logits
             )
-        self.mu = nn.Linear(hidden, latent_size)  # the posterior's mean
-        self.logvar = nn.Linear(hidden, latent_size)  # and its log-variance, log sigma^2
+        self.mu = nn.Linear(hidden, latent_size)  # the posterior's mean (an autoencoder's code)
+        # and its log-variance, log sigma^2 (an autoencoder has none: one code per image, not a distribution)
+        self.logvar = nn.Linear(hidden, latent_size) if variational else None
 
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(mu, logvar) of q(z | x), each (N, latent)."""
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(mu, logvar) of q(z | x), each (N, latent); an autoencoder's (code, None)."""
         check_input(x, type(self).__name__, self.input_shape[0], size=28, dtype=param_dtype(self))
         h = self.encoder(x)
-        return self.mu(h), self.logvar(h)
+        return self.mu(h), self.logvar(h) if self.logvar is not None else None
 
     def decode(self, z: Tensor) -> Tensor:
         """Bernoulli logits (N, C, 28, 28) of p(x | z) for codes z (N, latent)."""
@@ -113,13 +118,15 @@ class VAE(nn.Module):
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> VAEOutput:
         mu, logvar = self.encode(x)
-        z = reparameterise(mu, logvar, generator)
+        z = reparameterise(mu, logvar, generator) if logvar is not None else mu
         return VAEOutput(self.decode(z), mu, logvar, z)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` images from the model: z ~ N(0, I) decoded to pixel probabilities (N, C, 28, 28),
-        the mean of p(x | z) (drawing 0/1 pixels from them gives the binary images it models)."""
+        the mean of p(x | z) (drawing 0/1 pixels from them gives the binary images it models). A plain
+        autoencoder has no prior: it decodes N(0, I) codes all the same, which is how the chapter
+        shows what goes wrong."""
         p = next(self.parameters())
         z = torch.randn(n, self.latent_size, generator=generator, dtype=p.dtype).to(p.device)
         return torch.sigmoid(self.decode(z))
@@ -128,7 +135,8 @@ class VAE(nn.Module):
 @register_model
 def vae(latent_size: int = 16, in_channels: int = 1, **kwargs) -> VAE:
     """A VAE for 28x28 images: ``variant="conv"`` (1,688,289 parameters at ``latent_size=16``) or
-    ``variant="paper"``, Kingma and Welling's MLP (815,824 parameters at ``latent_size=20``)."""
+    ``variant="paper"``, Kingma and Welling's MLP (815,824 parameters at ``latent_size=20``);
+    ``variational=False``: the plain autoencoder of the same shape."""
     return VAE(latent_size=latent_size, in_channels=in_channels, **kwargs)
 
 
@@ -174,8 +182,11 @@ def negative_elbo(output: VAEOutput, x: Tensor, beta: float = 1.0,
                   likelihood: str = "bernoulli") -> tuple[Tensor, Tensor, Tensor]:
     """(loss, reconstruction, kl), each the mean over the batch of a per-image sum in nats:
     loss = reconstruction + beta * kl. With beta = 1 it is the negative ELBO, an upper bound on
-    -log p(x); summing over pixels and latents (not averaging) is what keeps that meaning."""
+    -log p(x); summing over pixels and latents (not averaging) is what keeps that meaning. A plain
+    autoencoder's output (no logvar) has no KL term: its loss is the reconstruction, and no bound."""
     rec = reconstruction_nll(output.logits, x, likelihood)
+    if output.logvar is None:
+        return rec.mean(), rec.mean(), rec.new_zeros(())
     kl = gaussian_kl(output.mu.float(), output.logvar.float())
     return (rec + beta * kl).mean(), rec.mean(), kl.mean()
 
@@ -202,6 +213,10 @@ def importance_weights(model: nn.Module, x: Tensor, k: int = 1000, chunk: int = 
     was = model.training
     model.eval()
     mu, logvar = model.encode(x)
+    if logvar is None:
+        model.train(was)
+        raise ValueError(f"{getattr(model, 'name', 'this model')} is a plain autoencoder: it has no posterior "
+                         "q(z | x) and no prior, so no likelihood to estimate (train a VAE for that)")
     mu, logvar = mu.float(), logvar.float()
     n = len(x)
     target = x.float().flatten(1)

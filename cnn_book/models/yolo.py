@@ -26,7 +26,8 @@ from ._api import register_model
 from .blocks import check_choice, check_input, param_dtype
 
 __all__ = ["encode", "corners", "decode", "YOLOv1", "yolov1", "yolo_loss", "detections", "coco_map", "detect",
-           "found", "truths", "precision_recall", "average_precision", "interpolated", "cell_iou"]
+           "found", "truths", "precision_recall", "average_precision", "interpolated", "cell_iou",
+           "ERRORS", "error_breakdown"]
 
 
 def corners(t: Tensor, grid: int, size: float = 1.0, clamp: bool = False) -> tuple[Tensor, ...]:
@@ -350,7 +351,7 @@ ERRORS = ("correct", "localization", "similar", "other", "background")
 
 
 def error_breakdown(preds: list[dict], targets: list[dict], num_classes: int,
-                    similar: list[set[int]] | tuple = ()) -> dict[str, int]:
+                    similar: list[set[int]] | tuple = (), labels=None) -> dict[str, int]:
     """The YOLO paper's Figure 4 (after Hoiem et al., 2012): for each class, its top N detections
     by score, N the class's ground-truth objects, each called
     correct (right class, IoU > 0.5 with an object not yet found), localization (right class,
@@ -358,12 +359,13 @@ def error_breakdown(preds: list[dict], targets: list[dict], num_classes: int,
     ``similar`` groups with it, IoU > 0.1), other (any other class, IoU > 0.1) or background
     (IoU <= 0.1 with every object). ``preds`` and ``targets``: one dict per image, as ``detect``
     and ``truths`` give them (boxes in corner form, labels; scores for the predictions). Returns
-    the count of each kind, in ``ERRORS``' order."""
+    the count of each kind, in ``ERRORS``' order, summed over the classes in ``labels`` (all by
+    default; one class: what its detections' errors are)."""
     from torchvision.ops import box_iou
 
     group = {c: g for g in similar for c in g}
     counts = dict.fromkeys(ERRORS, 0)
-    for c in range(num_classes):
+    for c in range(num_classes) if labels is None else labels:
         n = sum(int((t["labels"] == c).sum()) for t in targets)
         found: set[tuple[int, int]] = set()  # (image, object) already detected correctly
         ranked = sorted(((float(s), i, k) for i, p in enumerate(preds)

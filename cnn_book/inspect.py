@@ -371,6 +371,19 @@ def kernel_patterns(weight: Tensor, share: float = 0.6) -> list[dict]:
     return rows
 
 
+def low_frequency_share(weight: Tensor, keep: int = 2) -> Tensor:
+    """For each kernel of ``weight`` (out, in, k, k), the share of its squared norm at the lowest
+    spatial frequencies, at most ``keep`` cycles across the kernel each way (by its 2-D discrete
+    Fourier transform, over all its input channels): near 1 for smooth kernels (a mean, a slow
+    ramp), near the share of low frequencies among all, (2 keep + 1)^2 / k^2, for white noise."""
+    if weight.dim() != 4 or weight.shape[-1] != weight.shape[-2]:
+        raise ValueError(f"low_frequency_share takes square kernels (out, in, k, k); got {tuple(weight.shape)}")
+    w = weight.detach().float().cpu()
+    power = torch.fft.fft2(w).abs().pow(2).sum(1)  # (out, k, k): summed over the input channels
+    low = (torch.fft.fftfreq(w.shape[-1]) * w.shape[-1]).abs() <= keep  # the frequencies kept, each way
+    return power[:, low][:, :, low].sum((1, 2)) / power.sum((1, 2))
+
+
 def describe_kernels(weight: Tensor, share: float = 0.6) -> str:
     """``kernel_patterns`` as lines to print under a filter figure: which kernels are edges (with
     their direction), centre-surround, a mean, one strong weight, or none of these."""

@@ -162,6 +162,19 @@ def test_many_pixels_in_one_pass_give_each_its_own_window():
     assert each == [inspect.receptive_field(net, (1, 18, 18), p) for p in pixels]
 
 
+def test_low_frequency_share_tells_smooth_kernels_from_noise():
+    r = torch.arange(11.0)
+    ramp = (r[None, :] + 0 * r[:, None])[None, None]  # one slow ramp: mostly the lowest frequencies
+    flat = torch.ones(1, 1, 11, 11)
+    checker = ((r[None, :] + r[:, None]) % 2 * 2 - 1)[None, None]  # the highest frequency there is
+    shares = inspect.low_frequency_share(torch.cat([flat, ramp, checker]))
+    assert shares[0] == pytest.approx(1.0) and shares[1] > 0.9 and shares[2] < 0.05
+    noise = inspect.low_frequency_share(torch.randn(4000, 3, 11, 11, generator=torch.Generator().manual_seed(0)))
+    assert noise.mean() == pytest.approx(25 / 121, abs=0.01)  # white noise: 5 x 5 of the 11 x 11 frequencies
+    with pytest.raises(ValueError, match="square kernels"):
+        inspect.low_frequency_share(torch.zeros(2, 3, 5))
+
+
 def test_kernel_patterns_name_known_kernels():
     r = torch.arange(3.0) - 1
     yy, xx = torch.meshgrid(r, r, indexing="ij")

@@ -8,7 +8,6 @@ detections) and each image's key, under it, names what the tags are.
 
 from __future__ import annotations
 
-import math
 import string
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -23,8 +22,9 @@ TRUTH, PRED = "limegreen", "darkorange"
 
 
 def _grid(n: int, ncols: int) -> tuple[int, int]:
-    ncols = min(n, ncols)
-    return math.ceil(n / ncols), ncols
+    from .plot import _grid as grid  # plot's own (imported here: plot imports this module)
+
+    return grid(n, ncols)
 
 
 def _image(ax, image: Tensor) -> None:
@@ -46,14 +46,13 @@ def _tag(ax, x: float, y: float, text: str, color: str, va: str, taken: list) ->
             bbox={"boxstyle": "square,pad=0.1", "fc": color, "ec": "none"}, clip_on=True)
 
 
-def _found(truth: dict, pred: dict, iou: float = 0.5) -> list[bool]:
-    """For each true box: does a detection of its class overlap it by ``iou`` or more?"""
-    from torchvision.ops import box_iou
+def _found(truth: dict, pred: dict) -> list[bool]:
+    """For each true box: is it found (``models.yolo.found``: a detection of its class, IoU >= 0.5)?
+    Every detection drawn counts, whatever its score."""
+    from .models.yolo import found
 
-    if len(truth["boxes"]) == 0 or len(pred["boxes"]) == 0:
-        return [False] * len(truth["boxes"])
-    same = truth["labels"][:, None] == pred["labels"][None, :]
-    return ((box_iou(truth["boxes"].float(), pred["boxes"].float()) >= iou) & same).any(1).tolist()
+    scored = {**pred, "scores": pred.get("scores", torch.ones(len(pred["boxes"])))}
+    return found([scored], [truth], min_score=float("-inf"))[0].tolist()
 
 
 def draw_boxes(ax, image: Tensor, truth: dict | None = None, pred: dict | None = None,
@@ -69,7 +68,7 @@ def draw_boxes(ax, image: Tensor, truth: dict | None = None, pred: dict | None =
         if d is None or len(d["boxes"]) == 0:
             continue
         items = []
-        found = _found(d, pred) if d is truth and pred is not None else None
+        found = _found(truth, pred) if d is truth and pred is not None else None
         for j, (x1, y1, x2, y2) in enumerate(d["boxes"].float().tolist()):
             mark = marks[j] if j < len(marks) else "+"
             dashed = d is pred

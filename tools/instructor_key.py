@@ -639,7 +639,8 @@ def _range_alexnet(e, records):
     acc = (f"the higher test accuracy after {r[0]['epochs']} epochs ({_pct(_acc(r[0]))} against {_pct(_acc(b[0]))})"
            if _acc(r[0]) > _acc(b[0]) else
            f"ReLU the higher test accuracy after {r[0]['epochs']} epochs ({_pct(_acc(b[0]))} against "
-           f"{_pct(_acc(r[0]))}, {100 * (_acc(b[0]) - _acc(r[0])):.2f} points, one seed: within what seeds move)")
+           f"{_pct(_acc(r[0]))}, {100 * (_acc(b[0]) - _acc(r[0])):.2f} points from one seed each; the seed spread "
+           f"of this run was not measured)")
     return (f"This recipe does not reproduce the paper's Figure 1: tanh had the lower first epoch's loss "
             f"({_num(_loss1(r[0]))} against {_num(_loss1(b[0]))}) and {acc}. The first-epoch losses differ by "
             f"{_loss1(b[0]) - _loss1(r[0]):.2f}, so expect tanh level with ReLU or ahead early on, not six times "

@@ -7,7 +7,6 @@ Every function returns the matplotlib ``Figure`` (end the notebook line with ``;
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -18,13 +17,15 @@ from torch import Tensor, nn
 from . import settings
 from .data import ImageData
 from .diagram import Diagram, diagram  # noqa: F401  (plot.diagram: a block diagram drawn from the model)
-from .plot_detection import detections, error_breakdown, grid_view, precision_recall, responsible_cells  # noqa: F401
+from .plot_detection import (  # noqa: F401
+    _grid,  # the panels' layout, shared
+    detections,
+    error_breakdown,
+    grid_view,
+    precision_recall,
+    responsible_cells,
+)
 from .train import History, predict
-
-
-def _grid(n: int, ncols: int) -> tuple[int, int]:
-    ncols = min(n, ncols)
-    return math.ceil(n / ncols), ncols
 
 
 def _show(ax, img: Tensor, cmap: str = "gray") -> None:

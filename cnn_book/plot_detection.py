@@ -8,6 +8,7 @@ detections) and each image's key, under it, names what the tags are.
 
 from __future__ import annotations
 
+import math
 import string
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -22,9 +23,10 @@ TRUTH, PRED = "limegreen", "darkorange"
 
 
 def _grid(n: int, ncols: int) -> tuple[int, int]:
-    from .plot import _grid as grid  # plot's own (imported here: plot imports this module)
-
-    return grid(n, ncols)
+    """(rows, columns) of a grid of ``n`` panels at most ``ncols`` wide; ``plot`` uses it too
+    (defined here because ``plot`` imports this module, not the other way round)."""
+    ncols = min(n, ncols)
+    return math.ceil(n / ncols), ncols
 
 
 def _image(ax, image: Tensor) -> None:

@@ -40,9 +40,12 @@ def param_groups(model: nn.Module, lr: float, lr_scale: dict[str, float] | None 
             for (k, decayed), ps in groups.items()]
 
 
-def make_optimizer(name: str, params, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
-    if name == "sgd":  # Nesterov momentum; momentum=0 is plain SGD (d2l's setting)
+def make_optimizer(name: str, params, lr: float, weight_decay: float, momentum: float,
+                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.Optimizer:
+    """SGD with Nesterov ``momentum`` (0: plain SGD, d2l's setting), or AdamW with ``betas`` and
+    ``eps`` (PyTorch's defaults; chapter 15 pre-trains with RoBERTa's beta2 0.98 and BERT's eps 1e-6)."""
+    if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps)
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {name!r}")

@@ -383,16 +383,24 @@ def projections(spaces: dict, classes: Sequence[str]) -> Figure:
     return fig
 
 
-def accuracy_by_labels(table: dict, title: str = "") -> Figure:
-    """Test accuracy against the number of labelled images per class (log scale), one line per
-    method: ``table`` maps images per class to ``{method: accuracy}``."""
+def accuracy_by_labels(table: dict, title: str = "", unit: str = "images", ticks: dict | None = None) -> Figure:
+    """Test accuracy against the number of labelled ``unit`` per class (log scale), one line per
+    method: ``table`` maps labels per class to ``{method: accuracy}``, an accuracy or a list of them
+    (one per seed: the mean, with a bar from the lowest to the highest). ``ticks`` names sizes on
+    the axis (``{4660: "all (4,660)"}``)."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     sizes = sorted(table)
-    for method in table[sizes[0]]:
-        ax.plot(sizes, [100 * table[n][method] for n in sizes], marker="o", label=method)
+    for i, method in enumerate(table[sizes[0]]):
+        runs = [torch.as_tensor(table[n][method], dtype=torch.float64).flatten() * 100 for n in sizes]
+        mean = [r.mean().item() for r in runs]
+        spread = [[m - r.min().item() for m, r in zip(mean, runs, strict=True)],
+                  [r.max().item() - m for m, r in zip(mean, runs, strict=True)]]
+        ax.errorbar(sizes, mean, yerr=spread if max(map(len, runs)) > 1 else None, marker="o", capsize=3,
+                    label=method, color=f"C{i}")
     ax.set_xscale("log")
-    ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
-    ax.set_xlabel("labelled training images per class")
+    ax.set_xticks(sizes, [(ticks or {}).get(n, f"{n:,}") for n in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel(f"labelled training {unit} per class")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)

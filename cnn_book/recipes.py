@@ -32,7 +32,7 @@ DATASETS = {
     "neon_trees": ((3, 112, 112), 1, 1_720, "detection"),  # data.neon_trees(): tiles of aerial photos, tree crowns
     # text (cnn_book.text): (sequence length,), vocabulary or classes, training sequences, task
     "kjv_chars": ((64,), 63, 58_067, "language_model"),  # the King James Bible's characters, windows of 64
-    "kjv_masked": ((64,), 4096, 14_249, "language_model"),  # WordPiece blocks of 64, masked (BERT's rule)
+    "kjv_masked": ((64,), 2048, 15_527, "masked_language_model"),  # WordPiece blocks of 64, masked (BERT's rule)
     "kjv_sections": ((64,), 6, 27_961, "classification"),  # a verse (WordPiece, padded) -> its part of the canon
     "reversal": ((20,), 11, 20_000, "language_model"),  # text.reversal_data(): 10 symbols, then 10 decoder inputs
 }
@@ -89,7 +89,9 @@ class Recipe:
     loss: str | None = None  # None: the task's own (cross-entropy)
     log_every: int = 20
     momentum: float = 0.9  # SGD's (Nesterov); 0 is plain SGD
-    schedule: str = "one-cycle"  # or "constant"
+    schedule: str = "one-cycle"  # or "warmup-linear" (BERT's) or "constant"
+    betas: tuple = (0.9, 0.999)  # AdamW's; RoBERTa's pre-training took (0.9, 0.98)
+    eps: float = 1e-8  # AdamW's; BERT's was 1e-6
     init: str | None = None  # None: PyTorch's default; "xavier_uniform" for conv and linear weights (d2l's)
     lr_scale: dict | None = None  # other rates by layer-name prefix, {"features": 0.1} (fine-tuning)
     grad_clip: float | None = None  # the gradients' global norm clipped to this (the Transformers' custom)
@@ -120,6 +122,7 @@ class Recipe:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "optimizer": self.optimizer, "lr": self.lr,
                 "weight_decay": self.weight_decay, "augment": self.augment, "loss": self.loss,
                 "log_every": self.log_every, "momentum": self.momentum, "schedule": self.schedule,
+                "betas": self.betas, "eps": self.eps,
                 "lr_scale": self.lr_scale, "grad_clip": self.grad_clip, "decay": self.decay,
                 "eval_every": self.eval_every, "keep_best": self.keep_best}
 
@@ -156,8 +159,9 @@ class Recipe:
         what = fold(f"{self.model}({opts}) at {shape}{subset}:")
         how = fold(f"  {self.epochs} epochs, batch {self.batch_size}, "
                 f"{'plain sgd' if self.optimizer == 'sgd' and not self.momentum else self.optimizer} lr {self.lr:g}"
-                f"{' constant' if self.schedule == 'constant' else ''} wd {self.weight_decay:g}"
+                f"{'' if self.schedule == 'one-cycle' else ' ' + self.schedule} wd {self.weight_decay:g}"
                 f"{' (matrices only)' if self.decay == 'matrices' and self.weight_decay else ''}"
+                f"{f', betas {self.betas}, eps {self.eps:g}' if (self.betas, self.eps) != ((0.9, 0.999), 1e-8) else ''}"
                 f"{', augmented' if self.augment else ''}{f', {self.init} init' if self.init else ''}"
                 f"{f', loss {self.loss}' if self.loss else ''}"
                 f"{''.join(f', {k} at {v:g} x lr' for k, v in (self.lr_scale or {}).items())}"
@@ -172,6 +176,12 @@ def _gpu(cpu: Recipe, options: dict | None = None, **changes) -> dict[str, Recip
 
 
 _FMNIST = {"num_classes": 10, "in_channels": 1}
+# 15: the small BERT (4 blocks, width 128, 4 heads, 64 positions, 2,048 WordPiece pieces), its GPU size, and
+# the Transformers' optimiser settings: weight decay 0.01 on the matrices, BERT's schedule, clipped gradients
+_BERT = {"vocab_size": 2048, "hidden_dim": 128, "num_layers": 4, "num_heads": 4, "mlp_dim": 512, "max_len": 64}
+_BERT_GPU = {"hidden_dim": 256, "num_layers": 6, "num_heads": 8, "mlp_dim": 1024}
+_BERT_OPT = {"weight_decay": 0.01, "decay": "matrices", "schedule": "warmup-linear", "grad_clip": 1.0,
+             "augment": False}
 
 # chapter run -> {"cpu": Recipe, "gpu": Recipe}; the GPU column lists only what differs.
 RECIPES: dict[str, dict[str, Recipe]] = {
@@ -273,20 +283,22 @@ RECIPES: dict[str, dict[str, Recipe]] = {
                             eval_every=200, keep_best=True),
                      options={"block_size": 256, "num_layers": 6, "num_heads": 6, "hidden_dim": 384, "dropout": 0.2},
                      epochs=10, batch_size=64),
-    # 15: a small BERT pre-trained on WordPiece blocks of the same text (masked tokens only), then fine-tuned
-    # to tell which part of the canon a verse is from; the GPU model is wider and deeper, and trains longer.
-    "bert_mlm": _gpu(Recipe("bert", {"vocab_size": 4096, "hidden_dim": 128, "num_layers": 4, "num_heads": 4,
-                                     "mlp_dim": 512, "max_len": 64}, data="kjv_masked", epochs=2, batch_size=64,
-                            lr=1e-3, weight_decay=0.01, augment=False, grad_clip=1.0),
-                     options={"hidden_dim": 256, "num_layers": 6, "num_heads": 8, "mlp_dim": 1024}, epochs=40,
-                     batch_size=256),
-    "bert_finetune": _gpu(Recipe("bert_classifier", {"num_classes": 6, "vocab_size": 4096, "hidden_dim": 128,
-                                                     "num_layers": 4, "num_heads": 4, "mlp_dim": 512, "max_len": 64},
-                                 data="kjv_sections", epochs=1, batch_size=64, lr=2e-4, weight_decay=0.01,
-                                 augment=False, grad_clip=1.0),
-                          options={"hidden_dim": 256, "num_layers": 6, "num_heads": 8, "mlp_dim": 1024}, epochs=3,
-                          batch_size=128),
-    "bag_of_words": _gpu(Recipe("bag_of_words", {"num_classes": 6, "vocab_size": 4096, "max_len": 64},
+    # 15: a small BERT pre-trained on WordPiece blocks of the same text (2,048 pieces) with settings for a small
+    # budget (Cramming, Geiping & Goldstein 2022: no dropout, the MLM head at the masked positions only, task
+    # "masked_language_model", a peak rate of 1e-3; RoBERTa's beta2 0.98, BERT's eps 1e-6 and schedule, a linear
+    # warm-up and decay), decay on the matrices, clipped gradients; 24 passes (11,664 steps).
+    # Then fine-tuned to tell which part of the canon a verse is from (dropout 0.1, lr 1e-4), beside the same
+    # classifier from random weights at its own best rate (3e-4); the GPU model is wider and deeper.
+    "bert_mlm": _gpu(Recipe("bert", {**_BERT, "dropout": 0.0}, data="kjv_masked", epochs=24, batch_size=32, lr=1e-3,
+                            **_BERT_OPT, betas=(0.9, 0.98), eps=1e-6, log_every=50, eval_every=500),
+                     options=_BERT_GPU, epochs=40, batch_size=256),
+    "bert_finetune": _gpu(Recipe("bert_classifier", {"num_classes": 6, **_BERT}, data="kjv_sections", epochs=1,
+                                 batch_size=32, lr=1e-4, **_BERT_OPT),
+                          options=_BERT_GPU, epochs=3, batch_size=128),
+    "bert_scratch": _gpu(Recipe("bert_classifier", {"num_classes": 6, **_BERT}, data="kjv_sections", epochs=1,
+                                batch_size=32, lr=3e-4, **_BERT_OPT),
+                         options=_BERT_GPU, epochs=3, batch_size=128),
+    "bag_of_words": _gpu(Recipe("bag_of_words", {"num_classes": 6, "vocab_size": 2048, "max_len": 64},
                                 data="kjv_sections", epochs=5, batch_size=64, lr=1e-2, weight_decay=0.0,
                                 augment=False)),  # the baseline: the same on both
 }
@@ -360,7 +372,7 @@ def one_step(recipe: Recipe, batch_size: int = 2, device: torch.device | str = "
         x = torch.randint(0, model.vocab_size, (batch_size, *recipe.input_shape), device=device)
     if getattr(model, "source_len", None):  # an encoder-decoder scores the target half of each row
         y = y[:, : model.source_len]
-    loss, _ = task.loss(model, model(x), y)
+    loss, _ = task.loss(model, task.forward(model, x, y), y)
     loss.backward()
     return loss.item()
 
@@ -369,14 +381,19 @@ def train_flops(recipe: Recipe) -> int:
     """FLOPs of one training epoch, about 3x the forward pass of every training image: the backward
     pass computes a gradient for the input and one for the weights of each layer, each costing what
     the forward did. The forward is counted by ``torch.utils.flop_counter`` on a batch of 2 in
-    training mode (auxiliary heads included), 2 FLOPs per mult-add. Not the counter's backward:
-    it counts a depthwise convolution's backward as a dense one's (EfficientNet-B0's backward
-    came out 41x its forward, torch 2.14)."""
+    training mode (auxiliary heads included; BERT's MLM head at its masked positions only, as the
+    task asks), 2 FLOPs per mult-add. Not the counter's backward: it counts a depthwise
+    convolution's backward as a dense one's (EfficientNet-B0's backward came out 41x its forward,
+    torch 2.14)."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    from .tasks import get_task
 
     torch.manual_seed(0)
     model = recipe.build().train()
     x = torch.zeros(2, *recipe.input_shape, dtype=getattr(model, "input_dtype", torch.float32))
+    task = get_task(recipe.task, loss=recipe.loss)
+    _, y = task.random_batch(2, recipe.input_shape, DATASETS[recipe.data][1])
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
+        task.forward(model, x, y)
     return 3 * counter.get_total_flops() // 2 * recipe.images_per_epoch

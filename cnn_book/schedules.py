@@ -1,7 +1,8 @@
-"""Learning-rate schedules: the two ``fit`` offers, and the Transformer paper's, as numbers to plot.
+"""Learning-rate schedules: the three ``fit`` offers, and the Transformer paper's, as numbers to plot.
 
 ``fit(schedule="one-cycle")`` warms up from lr / 25 to ``lr`` over the first 30 % of the steps and
-anneals to almost 0 (``OneCycleLR``'s cosine shape); ``"constant"`` keeps ``lr``. The paper
+anneals to almost 0 (``OneCycleLR``'s cosine shape); ``"warmup-linear"`` is BERT's, a linear warm-up
+over the first 6 % of the steps and a linear decay to 0; ``"constant"`` keeps ``lr``. The paper
 "Attention Is All You Need" (section 5.3) used lrate = d_model^-0.5 * min(step^-0.5, step *
 warmup^-1.5): a linear warm-up over ``warmup`` steps, then a decay with the inverse square root of
 the step. Both warm up, because Adam's first steps, taken with poor estimates of the gradients'
@@ -14,7 +15,8 @@ import math
 
 import torch
 
-SCHEDULES = ("one-cycle", "constant")
+SCHEDULES = ("one-cycle", "warmup-linear", "constant")
+WARMUP = 0.06  # "warmup-linear": the share of the steps that warm up (BERT: 10,000 of its 1,000,000)
 
 
 def scheduler(schedule: str, opt: torch.optim.Optimizer, total_steps: int):
@@ -22,9 +24,13 @@ def scheduler(schedule: str, opt: torch.optim.Optimizer, total_steps: int):
     if schedule == "one-cycle":  # warm-up to each group's rate, then annealing to almost 0
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
                                                    total_steps=total_steps)
+    if schedule == "warmup-linear":  # BERT's: linear warm-up, then linear decay to 0 at the last step
+        warm = max(1, round(WARMUP * total_steps))
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: min((step + 1) / warm, max(0.0, (total_steps - step) / max(1, total_steps - warm))))
     if schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    raise ValueError(f"schedule must be 'one-cycle' or 'constant', got {schedule!r}")
+    raise ValueError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))}; got {schedule!r}")
 
 
 def learning_rates(schedule: str, lr: float, total_steps: int) -> list[float]:

@@ -7,6 +7,8 @@ A task answers, for one batch of model outputs and targets:
 - ``score(output, target)``: sums for the metrics, kept on the device and added over batches;
 - ``metrics(sums)``: the figures from those sums (``{"acc": 0.91}``, ``{"acc": 0.95, "miou": 0.66}``);
 - ``check(output, target, data)``: mistakes caught before the first step, in the reader's words;
+- ``forward(model, x, target)``: the call that gives the output, ``model(x)`` unless the task needs
+  less of it (BERT's masked positions only);
 
 and says how its figures are printed (``epoch_line``, ``summary_line``). It is the seam Keras draws
 with ``compile(loss, metrics)`` and fastai with ``Learner(loss_func, metrics)``.
@@ -19,12 +21,13 @@ which figures of a run go into the book's results table (``cnn_book.results``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .scores import SegmentationScores, confusion_matrix, dense_targets, dice_loss
 
 
 def get_task(name: str, **options) -> Task:
@@ -51,6 +54,10 @@ class Task:
             raise ValueError(f"label_smoothing is the share of the target spread over the other classes: a number "
                              f"from 0 (none) up to, not including, 1; got {label_smoothing!r}")
         self.loss_name, self.label_smoothing = loss, label_smoothing
+
+    def forward(self, model: nn.Module, x: Tensor, target: Tensor):
+        """The model's output for a batch: all of it, ``model(x)``, for every task but one."""
+        return model(x)
 
     def loss(self, model: nn.Module, output, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
@@ -88,28 +95,6 @@ class Task:
 def main_output(output) -> Tensor:
     """The prediction itself: a model with auxiliary heads (GoogLeNet in training) returns a tuple."""
     return output[0] if isinstance(output, tuple) else output
-
-
-def dense_targets(logits: Tensor, y: Tensor) -> Tensor:
-    """The targets that ``logits`` score: ``y`` itself, or for a segmentation model whose output is
-    smaller than its input (U-Net without padding) the central part of the masks ``y`` it covers."""
-    if logits.dim() == 4 and y.shape[-2:] != logits.shape[-2:]:
-        h, w = logits.shape[-2:]
-        top, left = (y.shape[-2] - h) // 2, (y.shape[-1] - w) // 2
-        y = y[..., top : top + h, left : left + w]
-    return y
-
-
-def dice_loss(logits: Tensor, y: Tensor, eps: float = 1.0) -> Tensor:
-    """1 - the soft Dice coefficient, averaged over classes: for each class c,
-    Dice_c = (2 sum p_c g_c + eps) / (sum p_c + sum g_c + eps) over all pixels of the batch, with p_c
-    the softmax probability and g_c the one-hot mask. Insensitive to how many pixels a class has,
-    which cross-entropy is not (Milletari et al., 2016)."""
-    p = logits.float().softmax(1)  # (N, C, H, W)
-    g = F.one_hot(y, p.shape[1]).permute(0, 3, 1, 2).float()
-    dims = (0, 2, 3)
-    dice = (2 * (p * g).sum(dims) + eps) / (p.sum(dims) + g.sum(dims) + eps)
-    return 1 - dice.mean()
 
 
 class Classification(Task):
@@ -450,48 +435,53 @@ class LanguageModel(Task):
         return {"test_bits": curves["test_bits"][-1]}  # test_acc is the share of tokens predicted right
 
 
+class MaskedLanguageModel(LanguageModel):
+    """BERT's pre-training, scored where it is trained: the model is asked for the masked positions
+    only (``forward``: ``model(x, masked_positions=target != -100)``, logits (M, vocab) for the M
+    masked tokens of the batch, ``BertForMaskedLM``'s option), not for all N x T. The figures are
+    the same as ``LanguageModel``'s over the full logits; the vocabulary-sized matrix product and
+    softmax run for 15 % of the positions (Cramming's sparse prediction, Geiping & Goldstein 2022)."""
+
+    name = "masked_language_model"
+
+    def forward(self, model, x, y):
+        try:
+            return model(x, masked_positions=y != -100)
+        except TypeError as e:  # a model without the option (GPT, a reader's own)
+            if "masked_positions" not in str(e):
+                raise
+            name = getattr(model, "name", type(model).__name__)
+            raise ValueError(f"masked-token data is scored at its masked positions only: the model must take "
+                             f"masked_positions= (N, T), True where a token was masked, as get_model('bert') "
+                             f"does; {name} does not") from e
+
+    def random_batch(self, n, input_shape, classes, device="cpu"):
+        ids = torch.randint(0, classes, (n, *input_shape), device=device)
+        chosen = torch.rand(ids.shape, device=device) < 0.15
+        chosen[:, 0] = True  # at least one target in every sequence
+        return ids, ids.masked_fill(~chosen, -100)
+
+    def loss(self, model, output, y):
+        return super().loss(model, output[None], y[y != -100][None])
+
+    def score(self, output, y):
+        return super().score(output[None], y[y != -100][None])
+
+    def check(self, output, y, data):
+        m = int((y != -100).sum())
+        if not isinstance(output, Tensor) or output.dim() != 2 or output.shape[0] != m:
+            got = getattr(output, "shape", type(output).__name__)
+            raise ValueError(f"{data.name} is scored at its masked positions only: the model must take "
+                             f"masked_positions= (N, T), True where a token was masked, and return scores of "
+                             f"shape (masked tokens, vocab), ({m}, {data.vocab_size}) here, as "
+                             f"get_model('bert') does; this model returns {tuple(got) if got else got}")
+        super().check(output[None], y[y != -100][None], data)
+
+
 TASKS: dict[str, type[Task]] = {t.name: t for t in (Classification, Segmentation, Generative, Detection,
-                                                      LanguageModel)}
+                                                      LanguageModel, MaskedLanguageModel)}
 
 
 def _score(v: float) -> str:
     """A mAP as printed: three decimals, or "undefined" when there was no box to find."""
     return "undefined (no boxes)" if math.isnan(v) else f"{v:.3f}"
-
-
-def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
-    """``(K, K)`` counts: ``[t, p]`` is the number of pixels (or items) of true class t predicted as p."""
-    k = num_classes
-    return torch.bincount((target * k + pred).flatten(), minlength=k * k).view(k, k)
-
-
-@dataclass
-class SegmentationScores:
-    """Per-pixel scores of a segmentation model. ``confusion[t, p]`` counts pixels of true class t
-    predicted as p. IoU_c = TP / (TP + FP + FN); ``mean_iou`` averages it over the classes present
-    (in the truth or the predictions); ``class_accuracy[c]`` is the share of class-c pixels found."""
-
-    classes: list[str]
-    confusion: Tensor
-    loss: float
-
-    @property
-    def iou(self) -> Tensor:
-        tp = self.confusion.diag().double()
-        union = self.confusion.sum(0).double() + self.confusion.sum(1).double() - tp
-        return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
-
-    @property
-    def mean_iou(self) -> float:
-        return self.iou.nanmean().item()
-
-    @property
-    def class_accuracy(self) -> Tensor:
-        total = self.confusion.sum(1).double()
-        return torch.where(total > 0, self.confusion.diag().double() / total.clamp(min=1),
-                           torch.full_like(total, float("nan")))
-
-    @property
-    def pixel_accuracy(self) -> float:
-        return (self.confusion.diag().sum() / self.confusion.sum()).item()
-

@@ -411,7 +411,8 @@ def masked_lm_data(train_blocks: Tensor, test_blocks: Tensor, masking: Masking, 
     """Masked-token data from blocks of token ids: training blocks masked in every batch, the test
     blocks once with ``seed``."""
     test_x, test_y = mask_tokens(test_blocks, masking, torch.Generator().manual_seed(seed))
-    return TokenData(name, train_blocks, train_blocks, test_x, test_y, masking.vocab_size, masking=masking)
+    return TokenData(name, train_blocks, train_blocks, test_x, test_y, masking.vocab_size,
+                     task="masked_language_model", masking=masking)
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[Tensor, int]:

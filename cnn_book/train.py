@@ -33,8 +33,9 @@ from .device import PRECISIONS, Precision, default_device, describe_device, prec
 from .distributed import Group, World
 from .optim import make_optimizer, param_groups  # train.param_groups: the name the chapters use
 from .schedules import scheduler
+from .scores import SegmentationScores
 from .settings import progress_bars, quick_mode
-from .tasks import SegmentationScores, Task, dense_targets, dice_loss, get_task, main_output
+from .tasks import Task, dense_targets, dice_loss, get_task, main_output
 
 __all__ = ["fit", "evaluate", "predict", "segmentation_scores", "precision_for", "Precision", "History",
            "check_setup", "default_device", "describe_device", "quick_mode", "dense_targets", "dice_loss",
@@ -164,7 +165,7 @@ def _run(model, data, split, batch_size, limit, task, precision, group: Group = 
     losses, sums, n = {}, {}, 0
     for x, y in group.shard(data.batches(split, group.global_batch(batch_size), limit=limit)):
         with precision.autocast(device):
-            out = model(_to_model_layout(x, device))
+            out = task.forward(model, _to_model_layout(x, device), y)
             loss, parts = task.evaluation_loss(model, out, y)
         _add(losses, {"loss": loss, **parts}, len(x))
         _add(sums, task.score(out, y))
@@ -238,7 +239,7 @@ def check_setup(model: nn.Module, data: ImageData, task: Task, *, epochs: int = 
     x, y = next(data.batches("train", 2))
     was_training = model.training
     with precision.autocast(data.device):
-        out = model.eval()(_to_model_layout(x, data.device))
+        out = task.forward(model.eval(), _to_model_layout(x, data.device), y)
     model.train(was_training)
     if not isinstance(out, (torch.Tensor, tuple)) or (  # a dict, a list, an object of a library's
             isinstance(out, tuple) and not all(o is None or isinstance(o, torch.Tensor) for o in out)):
@@ -283,7 +284,7 @@ def _unused_parameters(model: nn.Module, data, task: Task, precision: Precision)
     state = copy.deepcopy(model.state_dict())
     x, y = next(data.batches("train", 2))
     with precision.autocast(data.device):
-        loss, _ = task.loss(model, model.train()(_to_model_layout(x, data.device)), y)
+        loss, _ = task.loss(model, task.forward(model.train(), _to_model_layout(x, data.device), y), y)
     names = unused_parameters(model, loss)
     model.load_state_dict(state)
     return names
@@ -391,18 +392,16 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
         grad_clip: float | None = None, device: torch.device | str | None = None, seed: int = 0,
         progress: bool | None = None, log_every: int = 20, momentum: float = 0.9, schedule: str = "one-cycle",
         lr_scale: dict[str, float] | None = None, decay: str = "all", eval_every: int | None = None,
-        eval_limit: int = 256, keep_best: bool = False) -> History:
+        eval_limit: int = 256, keep_best: bool = False, betas: tuple = (0.9, 0.999), eps: float = 1e-8) -> History:
     """Train ``model`` on ``data``; return the ``History``. Prints one line per epoch and a summary.
-
-    ``optimizer``: "adamw", or "sgd" with Nesterov ``momentum`` (0: plain SGD); ``schedule``: "one-cycle"
-    or "constant" (``schedules``); ``lr_scale`` (rates by name prefix, ``{"features": 0.1}``) and
-    ``decay`` (where ``weight_decay`` applies: "all" or "matrices"): ``optim.param_groups``. ``task``: by
-    default ``data.task``'s, with ``loss`` and ``label_smoothing``. ``precision``: "fp32", "bf16" or
-    "fp16" (GradScaler), by default ``precision_for(device)``. ``grad_clip``: the gradients' largest
-    norm. ``eval_every``: the loss on ``eval_limit`` held-out items every so many steps (nanoGPT's
-    estimate_loss); ``keep_best``: end with the best of those evaluations' weights. Under ``torchrun``
-    (``distributed.Group``) each process trains its slice of every batch, DDP averages the gradients.
-    """
+    ``optimizer``: "adamw" (``betas``, ``eps``) or "sgd" with Nesterov ``momentum`` (0: plain SGD);
+    ``schedule``: "one-cycle", "warmup-linear" or "constant" (``schedules``); ``lr_scale`` (rates by
+    name prefix, ``{"features": 0.1}``) and ``decay`` (where ``weight_decay`` applies: "all" or
+    "matrices"): ``optim.param_groups``. ``task``: by default ``data.task``'s, with ``loss`` and
+    ``label_smoothing``. ``precision``: "fp32", "bf16" or "fp16" (GradScaler), by default
+    ``precision_for(device)``. ``grad_clip``: the gradients' largest norm. ``eval_every``: the loss on
+    ``eval_limit`` held-out items every so many steps (nanoGPT's estimate_loss); ``keep_best``: end
+    with the best of those weights. Under ``torchrun`` each process trains a slice of every batch."""
     if task is not None and (loss is not None or label_smoothing):
         raise ValueError("fit got a task and loss= or label_smoothing= too: give those to the task instead")
     task = task or get_task(data.task, loss=loss, label_smoothing=label_smoothing)
@@ -417,7 +416,8 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
 
     torch.manual_seed(seed + group.rank)  # dropout differs between processes, as their data do
     gen = torch.Generator().manual_seed(seed)  # the shuffle and augmentation: the same in every process
-    opt = make_optimizer(optimizer, param_groups(model, lr, lr_scale, weight_decay, decay), lr, weight_decay, momentum)
+    groups = param_groups(model, lr, lr_scale, weight_decay, decay)
+    opt = make_optimizer(optimizer, groups, lr, weight_decay, momentum, betas, eps)
     sched = scheduler(schedule, opt, epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=prec.scaled)
     hist = History(model=getattr(model, "name", None) or type(model).__name__, task=task.name,
@@ -437,7 +437,7 @@ def fit(model: nn.Module, data: ImageData, epochs: int = 10, *, batch_size: int 
                                limit=train_limit, generator=gen, merge_single=True)
         for x, y in group.shard(batches):  # this process's slice of each
             with prec.autocast(device):
-                out = net(_to_model_layout(x, device))
+                out = task.forward(net, _to_model_layout(x, device), y)
                 loss_t, parts = task.loss(model, out, y)
             skipped = _step(loss_t, opt, scaler, grad_clip, model)
             _schedule(sched, skipped)

@@ -41,10 +41,11 @@ def imagenet_view(data: ImageData, size: int = 96) -> ImageData:
 
 
 def per_class(data: ImageData, n: int, seed: int = 0, repeat_to: int | None = None) -> ImageData:
-    """The same data with only ``n`` training images of each class, drawn at random with ``seed``
-    (the draws are nested: the 10 per class of a seed are among its 100 per class). ``repeat_to``
-    repeats them, the classes taking turns, up to that many images, so that runs on sets of
-    different sizes take the same number of steps per epoch. The test set is unchanged."""
+    """The same data with only ``n`` training items of each class (images, or chapter 15's verses),
+    drawn at random with ``seed`` (the draws are nested: the 10 per class of a seed are among its
+    100 per class). ``repeat_to`` repeats them, the classes taking turns, up to that many items, so
+    that runs on sets of different sizes take the same number of steps per epoch. The test set is
+    unchanged."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n, the training images of each class, must be a whole number of at least 1, got {n!r}")
     gen = torch.Generator().manual_seed(seed)

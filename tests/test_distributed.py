@@ -186,6 +186,9 @@ def test_the_command_line_loads_each_kind_of_recipe_s_data():
     verses = recipes.load_data(recipes.get("bert_finetune", "cpu"))
     assert verses.task == "classification" and verses.classes == list(text.SECTIONS)
     assert len(verses.train_x) == recipes.DATASETS["kjv_sections"][2]
+    blocks = recipes.load_data(recipes.get("bert_mlm", "cpu"))  # 2,048 WordPiece pieces, packed into blocks
+    assert blocks.task == "masked_language_model" and blocks.vocab_size == recipes.DATASETS["kjv_masked"][1]
+    assert len(blocks.train_x) == recipes.DATASETS["kjv_masked"][2] and blocks.input_shape == (64,)
 
 
 def test_the_chapter_s_hand_written_ddp_loop_matches_one_process_and_its_checkpoint(tmp_path):

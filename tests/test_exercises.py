@@ -6,7 +6,7 @@ from torch import nn
 
 import cnn_book
 from cnn_book import exercises, inspect
-from cnn_book.tasks import SegmentationScores
+from cnn_book.scores import SegmentationScores
 
 
 def test_a_wrong_shape_or_count_gets_a_hint_and_not_the_answer(capsys):

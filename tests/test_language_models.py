@@ -164,6 +164,29 @@ def test_the_loss_counts_the_masked_positions_only():
     assert math.isclose(task.metrics(sums)["bits"], loss.item() / math.log(2), rel_tol=1e-5)
 
 
+def test_the_masked_positions_alone_give_the_full_logits_figures():
+    """BERT's sparse prediction: the head at the masked positions only gives those positions'
+    logits of the full forward, and the masked task's loss and scores equal the dense task's."""
+    torch.manual_seed(0)
+    model = get_model("bert", vocab_size=30, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32,
+                      max_len=8, dropout=0.0).eval()
+    task, dense = get_task("masked_language_model"), get_task("language_model")
+    x, y = task.random_batch(3, (8,), 30)
+    masked = y != text.IGNORE
+    with torch.no_grad():
+        full, sparse = model(x), task.forward(model, x, y)
+    assert sparse.shape == (int(masked.sum()), 30)
+    assert torch.allclose(sparse, full[masked], atol=1e-6)
+    assert torch.allclose(task.loss(model, sparse, y)[0], dense.loss(model, full, y)[0], atol=1e-6)
+    s, d = task.metrics(task.score(sparse, y)), dense.metrics(dense.score(full, y))
+    assert s["acc"] == d["acc"] and s["bits"] == pytest.approx(d["bits"], rel=1e-6)
+    with pytest.raises(ValueError, match="True or False for every token, shape"):
+        model(x, masked_positions=masked[:, :4])
+    gpt = get_model("gpt2", vocab_size=30, block_size=8, num_layers=1, num_heads=2, hidden_dim=16)
+    with pytest.raises(ValueError, match="must take masked_positions="):
+        task.forward(gpt, x, y)
+
+
 # ---------------------------------------------------------------------------------------------
 # Sampling
 
@@ -268,6 +291,7 @@ def test_the_language_model_tasks_train_through_fit(monkeypatch):
     data = text.masked_lm_data(blocks[:60], blocks[60:], masking)
     model = get_model("bert", vocab_size=12, hidden_dim=32, num_layers=1, num_heads=2, mlp_dim=64, max_len=16)
     hist = train.fit(model, data, epochs=3, batch_size=8, lr=3e-3, progress=False, device="cpu")
+    assert hist.task == "masked_language_model"
     assert hist["test_acc"][-1] > hist["test_acc"][0] or hist["test_acc"][-1] > 0.5
     ids, _ = text.pad_batch([[2, 5, 3], [2, 9, 9, 3], [2, 5, 5, 5, 5, 5, 3]], 5, pad_id=0)
     assert ids.tolist() == [[2, 5, 3, 0, 0], [2, 9, 9, 3, 0], [2, 5, 5, 5, 3]]
@@ -360,3 +384,28 @@ def test_a_byte_level_bpe_round_trips_any_text_and_shortens_it():
     assert len(bpe.encode(texts[1]).ids) < len(texts[1]) / 2  # merges: fewer tokens than characters
     with pytest.raises(ValueError, match="vocab_size >= 257"):
         text.train_byte_bpe(texts, vocab_size=100)
+
+
+def test_a_label_budget_of_verses_and_its_figure_with_seeds():
+    """Chapter 15's sweep: transfer.per_class draws n verses of each part (nested over n, repeated
+    to a fixed number of steps), and accuracy_by_labels draws each method's mean over seeds with
+    a bar from its lowest to its highest run."""
+    from cnn_book import transfer
+
+    x = torch.arange(60 * 4).view(60, 4)
+    y = [i % 3 for i in range(60)]
+    data = text.classification_data(x, y, x[:6], y[:6], ["a", "b", "c"], 300, pad_id=0)
+    two, five = (transfer.per_class(data, n, seed=1) for n in (2, 5))
+    assert two.train_y.tolist() == [0, 1, 2, 0, 1, 2] and len(five.train_x) == 15
+    assert set(map(tuple, two.train_x.tolist())) <= set(map(tuple, five.train_x.tolist()))  # nested
+    tiled = transfer.per_class(data, 2, seed=1, repeat_to=20)
+    assert len(tiled.train_x) == 20 and torch.equal(tiled.train_x[6:12], two.train_x)
+    assert torch.equal(tiled.test_x, data.test_x)
+    fig = plot.accuracy_by_labels({10: {"m": [0.2, 0.3, 0.4]}, 100: {"m": [0.5, 0.5, 0.8]}}, unit="verses",
+                                  ticks={100: "all (100)"})
+    ax = fig.axes[0]
+    assert ax.lines[0].get_ydata().tolist() == pytest.approx([30.0, 60.0])  # the means
+    bars = ax.collections[0].get_segments()  # from the lowest run to the highest
+    assert [tuple(s[:, 1].round(6)) for s in bars] == [(20.0, 40.0), (50.0, 80.0)]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["10", "all (100)"]
+    assert ax.get_xlabel() == "labelled training verses per class"

@@ -499,8 +499,27 @@ def test_the_schedules_fit_uses_and_the_transformer_paper_s():
     assert paper.index(max(paper)) == 3999  # step 4000: the end of the warm-up
     assert max(paper) == pytest.approx(schedules.peak_transformer_rate()) == pytest.approx((512 * 4000) ** -0.5)
     assert paper[-1] == pytest.approx(512 ** -0.5 * 20_000 ** -0.5)  # then the inverse square root of the step
-    with pytest.raises(ValueError, match="schedule must be 'one-cycle' or 'constant'"):
+    with pytest.raises(ValueError, match="schedule must be one of 'one-cycle', 'warmup-linear', 'constant'"):
         schedules.learning_rates("cosine", 1e-3, 10)
+
+
+def test_bert_s_schedule_warms_up_over_6_percent_then_decays_linearly_to_0():
+    from cnn_book import schedules
+
+    rates = schedules.learning_rates("warmup-linear", 1.0, 100)
+    assert rates[:6] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0])  # 6 % of 100 steps
+    assert rates[6:] == pytest.approx([(100 - s) / 94 for s in range(6, 100)])  # linear, to 1/94 at the last
+    assert all(a > b for a, b in zip(rates[6:], rates[7:], strict=False))
+    assert schedules.learning_rates("warmup-linear", 1.0, 1) == [1.0]  # one step: no division by zero
+
+
+def test_adamw_takes_the_recipe_s_betas_and_eps():
+    from cnn_book import optim
+
+    opt = optim.make_optimizer("adamw", [torch.zeros(2, requires_grad=True)], 1e-3, 0.01, 0.9, (0.9, 0.98), 1e-6)
+    assert opt.defaults["betas"] == (0.9, 0.98) and opt.defaults["eps"] == 1e-6
+    assert optim.make_optimizer("adamw", [torch.zeros(2, requires_grad=True)], 1e-3, 0.0, 0.9).defaults["betas"] == (
+        0.9, 0.999)
 
 
 def test_held_out_loss_every_few_steps_and_the_best_weights_kept(small_fmnist, capsys):

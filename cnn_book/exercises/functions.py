@@ -25,7 +25,7 @@ def _separable_mult_adds(h: int, w: int, c_in: int, c_out: int, k: int) -> int:
 
 
 def _iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    from ..tasks import SegmentationScores, confusion_matrix
+    from ..scores import SegmentationScores, confusion_matrix
 
     return SegmentationScores([], confusion_matrix(pred, target, num_classes), 0.0).iou  # nan: in neither
 

@@ -169,8 +169,18 @@ class BertForMaskedLM(nn.Module):
         self.input_shape, self.vocab_size = self.bert.input_shape, vocab_size
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
-                attention_mask: Tensor | None = None) -> Tensor:
-        return self.cls(self.bert(input_ids, token_type_ids, attention_mask)[0])
+                attention_mask: Tensor | None = None, masked_positions: Tensor | None = None) -> Tensor:
+        """(N, T, vocab) logits; with ``masked_positions`` (N, T), True where a token was masked,
+        only those positions' (M, vocab), in reading order: the head's matrix product with the
+        vocabulary then costs 15 % of the full one (Cramming's sparse prediction)."""
+        x = self.bert(input_ids, token_type_ids, attention_mask)[0]
+        if masked_positions is not None:
+            if masked_positions.shape != input_ids.shape or masked_positions.dtype != torch.bool:
+                raise ValueError(f"masked_positions marks the positions to score: True or False for every "
+                                 f"token, shape {tuple(input_ids.shape)}; got {tuple(masked_positions.shape)} "
+                                 f"{str(masked_positions.dtype).removeprefix('torch.')}")
+            x = x[masked_positions]  # (M, D)
+        return self.cls(x)
 
     @torch.no_grad()
     def attention_maps(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> list[Tensor]:
